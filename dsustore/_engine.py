@@ -1,0 +1,333 @@
+"""The migration pass: one streaming walk over the stored records, applying operations.
+
+The pass reads every current record once, straight from the storage, and decides
+from the class named in the record's first bytes whether any operation applies. Only
+those records are decoded, migrated as plain state, encoded and written into the
+patch connection's savepoint storage, a temporary file the connection copies into
+the storage when the transaction commits. Nothing is committed here, the running
+application keeps using the old state, and memory holds one record at a time plus
+the storage's own per-transaction index.
+
+Objects a policy changes through the new namespace are ordinary connection changes;
+they are flushed into the same savepoint storage at batch ends, and a record the
+pass reaches after a policy changed it is migrated from that newer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from persistent import Persistent
+from ZODB.broken import Broken
+from ZODB.serialize import referencesf
+
+from ._classes import resolve, split_name
+from ._instance import StoredInstance
+from ._operations import Context, Operation, RemoveClass, RenameClass, matches
+from ._record import RecordCodec, class_key, class_name_of, class_of_meta, key_of
+from ._scan import current_records
+from .errors import (
+    ClassResolutionError,
+    DSUError,
+    OperationError,
+    PolicyError,
+    ReadOnlyStateError,
+    format_oid,
+)
+from .validations import SystemValidation, Validation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where a running update is: handed to the ``progress`` callback of a patch."""
+
+    phase: str
+    scanned: int
+    migrated: int
+    total: int | None
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.scanned / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if not self.total or not self.rate:
+            return None
+        return max(self.total - self.scanned, 0) / self.rate
+
+
+@dataclass
+class PassResult:
+    """What the pass did and found, for the report and the system validations."""
+
+    scanned: int = 0
+    migrated: Counter[str] = field(default_factory=Counter)
+    references_rewritten: int = 0
+    removed_instances: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    promise_failures: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    broken_references: list[bytes] = field(default_factory=list)
+    unreferenced: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Plan:
+    stored_name: str
+    new_name: str
+    klass: type | None
+    ops: list[Operation] | None
+    removed: bool
+
+
+class MigrationPass(Context):
+    """Runs the per-instance operations of one patch over the whole database."""
+
+    def __init__(self, *, storage: Any, connection: Any, old_connection: Any, at: bytes,
+                 old_ns: Any, new_ns: Any, operations: list[Operation], batch_size: int,
+                 progress: Callable[[Progress], None] | None) -> None:
+        self.storage = storage
+        self.conn = connection
+        self.old_conn = old_connection
+        self.at = at
+        self.old_ns = old_ns
+        self.new_ns = new_ns
+        self.batch_size = batch_size
+        self.progress = progress
+        self.operations = [op for op in operations if op.per_instance]
+        self.renames = {
+            split_name(op.old_name): split_name(op.new_name)
+            for op in operations if isinstance(op, RenameClass)
+        }
+        self.needles = [key_of(op.old_name) + b"\n" for op in operations if isinstance(op, RenameClass)]
+        self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
+        self.codec = RecordCodec(connection, self.renames)
+        self.old_codec = RecordCodec(old_connection, self.renames)
+        self.result = PassResult()
+        self._plans: dict[bytes, _Plan] = {}
+        self._started = time.monotonic()
+
+    # -- the walk -------------------------------------------------------------
+
+    def run(self) -> PassResult:
+        tmp = self.conn._storage
+        index = tmp.index
+        cache = self.conn._cache
+        result = self.result
+        total = _length(self.storage)
+        report_every = max(self.batch_size, 1)
+        since_batch = 0
+        for oid, tid, data in current_records(self.storage, at=self.at):
+            result.scanned += 1
+            if result.scanned % report_every == 0:
+                self._report("migrate", total)
+            key = class_key(data)
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = self._plan(data)
+            if plan.removed:
+                result.removed_instances[plan.stored_name].append(oid)
+                continue
+            if plan.ops is None and not (self.needles and any(n in data for n in self.needles)):
+                continue
+            cached = cache.get(oid)
+            if cached is not None and cached._p_changed:
+                self._flush()
+            original = data
+            if oid in index:
+                data, tid = tmp.load(oid)
+            if plan.ops is None:
+                written = self._rewrite_references(oid, tid, data)
+            else:
+                written = self._migrate(oid, tid, data, original, plan)
+            if written and cached is not None:
+                cache.invalidate(oid)
+            since_batch += 1
+            if since_batch >= self.batch_size:
+                since_batch = 0
+                self._end_batch()
+        self._flush()
+        self._check_old_namespace_untouched()
+        self._report("migrate", total, final=True)
+        if any(self.result.removed_instances.values()):
+            self._find_references_to_removed()
+        return result
+
+    def _plan(self, data: bytes) -> _Plan:
+        stored = class_name_of(data)
+        module, name = split_name(stored)
+        new_module, new_name = self.renames.get((module, name), (module, name))
+        new = f"{new_module}.{new_name}"
+        klass = resolve(new)
+        ops = [op for op in self.operations if matches(op, stored, new, klass)]
+        removed = stored in self.removed or new in self.removed
+        return _Plan(stored, new, klass, ops if ops or new != stored else None, removed)
+
+    def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan) -> bool:
+        meta, state = self.codec.decode(data)
+        klass = class_of_meta(meta)
+        if issubclass(klass, Broken):
+            raise ClassResolutionError(
+                "the stored class does not import from the current code",
+                class_name=plan.new_name, oid=oid,
+                operation=plan.ops[0].describe() if plan.ops else None,
+            )
+        inst = StoredInstance(oid, tid, plan.stored_name, klass, meta, state,
+                              lambda: self.old_codec.decode(original)[1])
+        for op in plan.ops or ():
+            try:
+                op.apply(inst, self)
+            except DSUError as err:
+                err.operation = err.operation or op.describe()
+                err.class_name = err.class_name or plan.stored_name
+                err.oid = err.oid or format_oid(oid)
+                err.args = (err._render(),)
+                raise
+            except Exception as err:
+                raise PolicyError(
+                    f"{type(err).__name__}: {err}",
+                    operation=op.describe(), class_name=plan.stored_name, oid=oid,
+                ) from err
+        for op in plan.ops or ():
+            problem = op.broken_promise(inst)
+            if problem is not None:
+                self.result.promise_failures[f"{op.describe()}: instance {problem}"].append(oid)
+        final = inst.final_state()
+        if inst._obj is None and klass.__setstate__ is not Persistent.__setstate__:
+            probe = klass.__new__(klass)
+            try:
+                probe.__setstate__(final)
+            except Exception as err:
+                raise OperationError(
+                    f"the migrated state does not load: {type(err).__name__}: {err}",
+                    class_name=plan.new_name, oid=oid,
+                ) from err
+        self._write(oid, tid, self.codec.encode(meta, final))
+        self.result.migrated[plan.new_name] += 1
+        return True
+
+    def _rewrite_references(self, oid: bytes, tid: bytes, data: bytes) -> bool:
+        meta, state = self.codec.decode(data)
+        try:
+            new = self.codec.encode(meta, state)
+        except ClassResolutionError as err:
+            err.oid = format_oid(oid)
+            err.reason = f"{err.reason} (its record refers to a renamed class)"
+            err.args = (err._render(),)
+            raise
+        if new == data:
+            return False
+        self._write(oid, tid, new)
+        self.result.references_rewritten += 1
+        return True
+
+    def _write(self, oid: bytes, tid: bytes, data: bytes) -> None:
+        self.conn._storage.store(oid, tid, data, "", None)
+        broken = self.codec.take_broken_references()
+        if broken:
+            self.result.broken_references.append(oid)
+
+    # -- batches --------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Store objects changed through the new namespace into the savepoint storage.
+
+        This is what ``Connection.savepoint()`` does, without the savepoint object:
+        a savepoint copies the whole savepoint index each time, which would make a
+        long pass quadratic.
+        """
+        conn = self.conn
+        if not conn._registered_objects:
+            return
+        conn._creating.clear()
+        conn._commit(None)
+        conn._storage.creating.update(conn._creating)
+        conn._creating.clear()
+        conn._registered_objects = []
+
+    def _end_batch(self) -> None:
+        self._flush()
+        self.conn.cacheMinimize()
+        self.old_conn.cacheMinimize()
+
+    def _check_old_namespace_untouched(self) -> None:
+        changed = [obj for obj in self.old_conn._registered_objects if obj._p_changed]
+        if changed:
+            obj = changed[0]
+            raise ReadOnlyStateError(
+                "a policy changed an object of the old namespace; write to the new one",
+                class_name=f"{type(obj).__module__}.{type(obj).__qualname__}", oid=obj._p_oid,
+            )
+
+    def _report(self, phase: str, total: int | None, *, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        scanned = self.result.scanned
+        self.progress(Progress(phase, scanned, sum(self.result.migrated.values()),
+                               scanned if final else total, time.monotonic() - self._started))
+
+    # -- removed classes ------------------------------------------------------
+
+    def _find_references_to_removed(self) -> None:
+        """Flag records that still reference an instance of a removed class.
+
+        Instances nobody references are garbage that packing removes; they are
+        counted in the report, not flagged.
+        """
+        removed: dict[bytes, str] = {}
+        for name, oids in self.result.removed_instances.items():
+            for oid in oids:
+                removed[oid] = name
+        referenced: set[bytes] = set()
+        referrers: list[bytes] = []
+        for oid, _tid, data in self.new_records():
+            if oid in removed:
+                continue
+            hits = [ref for ref in referencesf(data) if ref in removed]
+            if hits:
+                referrers.append(oid)
+                referenced.update(hits)
+        self.referrers_of_removed = referrers
+        for oid, name in removed.items():
+            if oid not in referenced:
+                self.result.unreferenced[name] += 1
+
+    def new_records(self):
+        """Current records of the namespace being built: the storage overlaid with this patch's writes."""
+        tmp = self.conn._storage
+        for oid, tid, data in current_records(self.storage, at=self.at):
+            if oid in tmp.index:
+                data, tid = tmp.load(oid)
+            yield oid, tid, data
+        for oid in tmp.creating:
+            data, tid = tmp.load(oid)
+            yield oid, tid, data
+
+    def system_validations(self) -> list[Validation]:
+        """The validations dsustore always runs, from what the pass found."""
+        checks: list[Validation] = []
+        for problem, oids in self.result.promise_failures.items():
+            checks.append(SystemValidation(problem, oids))
+        if self.removed:
+            removed = ", ".join(sorted(self.removed))
+            checks.append(SystemValidation(
+                f"objects still reference instances of removed class {removed}",
+                getattr(self, "referrers_of_removed", [])))
+        checks.append(SystemValidation(
+            "migrated objects reference objects whose class does not import",
+            self.result.broken_references))
+        return checks
+
+
+def _length(storage: Any) -> int | None:
+    try:
+        return len(storage)
+    except Exception:
+        return None

@@ -1,0 +1,129 @@
+"""Reading and writing ZODB data records without going through a Connection's cache.
+
+A ZODB record is two pickles sharing one memo: the class metadata, then the state.
+The DSU migrates at this level: it decodes the state of a record it has already read
+from the storage, changes it, and encodes it again, so that no object of the
+migrated class needs to live in a cache. References to other persistent objects
+decode into ghosts of a given connection, exactly as ZODB itself loads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from io import BytesIO
+from typing import Any
+
+from ZODB import broken
+from ZODB._compat import PersistentUnpickler
+from ZODB.serialize import ObjectWriter
+
+from .errors import ClassResolutionError
+
+Renames = Mapping[tuple[str, str], tuple[str, str]]
+
+
+def class_key(data: bytes) -> bytes:
+    """The bytes that name a record's class (``module\\nname``), read without unpickling.
+
+    ZODB writes the class metadata as a GLOBAL opcode after the protocol header,
+    so the name is the two newline-terminated strings that follow it. Other
+    (legacy) layouts return the whole class pickle, which still identifies it.
+    """
+    if data[2:3] == b"c" and data[:1] == b"\x80":
+        end = data.find(b"\n", data.find(b"\n", 3) + 1)
+        if end > 0:
+            return data[3:end]
+    return data[: data.find(b".") + 1]
+
+
+def class_name_of(data: bytes) -> str:
+    """Dotted class name of a record (``pkg.module.Class``), read without unpickling."""
+    key = class_key(data)
+    if key[:1] != b"\x80":
+        module, _, name = key.decode("utf-8").partition("\n")
+        return f"{module}.{name}"
+    from ZODB.utils import get_pickle_metadata
+
+    module, name = get_pickle_metadata(data)
+    return f"{module}.{name}"
+
+
+def key_of(dotted: str) -> bytes:
+    """The :func:`class_key` a record of the class ``dotted`` has."""
+    module, _, name = dotted.rpartition(".")
+    return f"{module}\n{name}".encode("utf-8")
+
+
+class RecordCodec:
+    """Decode and encode records of one connection, applying class renames.
+
+    ``renames`` maps old ``(module, name)`` pairs to new ones: a record that still
+    names an old class decodes with the new class, both in its own class metadata
+    and in the references and inline objects of its state.
+    """
+
+    def __init__(self, connection: Any, renames: Renames | None = None) -> None:
+        self._connection = connection
+        self._renames = dict(renames or {})
+        self._factory = connection.db().classFactory
+        self._writer = _StateWriter(connection)
+
+    def find_global(self, module: str, name: str) -> Any:
+        module, name = self._renames.get((module, name), (module, name))
+        return self._factory(self._connection, module, name)
+
+    def decode(self, data: bytes) -> tuple[Any, Any]:
+        """(class metadata, state) of a record; references become ghosts."""
+        unpickler = PersistentUnpickler(
+            self.find_global, self._connection._reader._persistent_load, BytesIO(data)
+        )
+        classmeta = unpickler.load()
+        return classmeta, unpickler.load()
+
+    def take_broken_references(self) -> int:
+        """How many references to classes that do not import the last encodes wrote."""
+        count, self._writer.broken = self._writer.broken, 0
+        return count
+
+    def encode(self, classmeta: Any, state: Any) -> bytes:
+        """A record for the class metadata and state, as ZODB's own writer makes it."""
+        klass = classmeta[0] if isinstance(classmeta, tuple) else classmeta
+        if isinstance(klass, type) and issubclass(klass, broken.Broken):
+            raise ClassResolutionError(
+                "cannot write an object whose class does not import",
+                class_name=f"{klass.__module__}.{klass.__name__}",
+            )
+        return self._writer.dump(classmeta, state)
+
+
+def class_of_meta(classmeta: Any) -> type:
+    """The class object held by decoded class metadata."""
+    return classmeta[0] if isinstance(classmeta, tuple) else classmeta
+
+
+class _StateWriter(ObjectWriter):
+    """ZODB's ObjectWriter, bound to a connection, for states that are not objects.
+
+    New persistent objects reached from a written state are added to the
+    connection, so they are stored with its transaction. References to objects
+    whose class no longer imports keep their class by name, the form ZODB still
+    reads, instead of failing to pickle the broken class.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__()
+        self._jar = connection
+        self.broken = 0
+
+    def persistent_id(self, obj: Any) -> Any:
+        if getattr(obj, "_p_oid", 0) is None and not isinstance(obj, type):
+            self._jar.add(obj)
+        pid = super().persistent_id(obj)
+        if type(pid) is tuple and isinstance(pid[1], type) and issubclass(pid[1], broken.Broken):
+            klass = pid[1]
+            self.broken += 1
+            return pid[0], (klass.__module__, klass.__name__)
+        return pid
+
+    def dump(self, classmeta: Any, state: Any) -> bytes:
+        return self._dump(classmeta, state)
