@@ -24,7 +24,9 @@ from typing import Any
 
 from persistent import Persistent
 from ZODB.broken import Broken
+from ZODB.POSException import POSKeyError
 from ZODB.serialize import referencesf
+from ZODB.utils import z64
 
 from ._classes import resolve, split_name
 from ._instance import StoredInstance
@@ -108,7 +110,7 @@ class MigrationPass(Context):
         }
         self.needles = [key_of(op.old_name) + b"\n" for op in operations if isinstance(op, RenameClass)]
         self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
-        self.codec = RecordCodec(connection, self.renames)
+        self.codec = RecordCodec(connection, self.renames, removed=self.removed)
         self.old_codec = RecordCodec(old_connection, self.renames)
         self.result = PassResult()
         self._plans: dict[bytes, _Plan] = {}
@@ -276,25 +278,35 @@ class MigrationPass(Context):
     # -- removed classes ------------------------------------------------------
 
     def _find_references_to_removed(self) -> None:
-        """Flag records that still reference an instance of a removed class.
+        """Flag live objects that still reference an instance of a removed class.
 
-        Instances nobody references are garbage that packing removes; they are
-        counted in the report, not flagged.
+        Live means reachable from the root in the namespace being built: a walk over
+        references, loading each record once. Instances nobody live references are
+        garbage that packing removes; they are counted in the report, not flagged.
         """
         removed: dict[bytes, str] = {}
         for name, oids in self.result.removed_instances.items():
             for oid in oids:
                 removed[oid] = name
+        load = self.conn._storage.load
+        seen = {z64}
+        stack = [z64]
         referenced: set[bytes] = set()
-        referrers: list[bytes] = []
-        for oid, _tid, data in self.new_records():
-            if oid in removed:
+        referrers: dict[bytes, None] = {}
+        while stack:
+            oid = stack.pop()
+            try:
+                data, _tid = load(oid)
+            except POSKeyError:
                 continue
-            hits = [ref for ref in referencesf(data) if ref in removed]
-            if hits:
-                referrers.append(oid)
-                referenced.update(hits)
-        self.referrers_of_removed = referrers
+            for ref in referencesf(data):
+                if ref in removed:
+                    referrers[oid] = None
+                    referenced.add(ref)
+                elif ref not in seen:
+                    seen.add(ref)
+                    stack.append(ref)
+        self.referrers_of_removed = list(referrers)
         for oid, name in removed.items():
             if oid not in referenced:
                 self.result.unreferenced[name] += 1

@@ -9,7 +9,7 @@ decode into ghosts of a given connection, exactly as ZODB itself loads them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from typing import Any
 
@@ -17,6 +17,7 @@ from ZODB import broken
 from ZODB._compat import PersistentUnpickler
 from ZODB.serialize import ObjectWriter
 
+from ._classes import resolve
 from .errors import ClassResolutionError
 
 Renames = Mapping[tuple[str, str], tuple[str, str]]
@@ -62,11 +63,17 @@ class RecordCodec:
     and in the references and inline objects of its state.
     """
 
-    def __init__(self, connection: Any, renames: Renames | None = None) -> None:
+    def __init__(self, connection: Any, renames: Renames | None = None, *,
+                 removed: set[str] | frozenset[str] = frozenset()) -> None:
         self._connection = connection
         self._renames = dict(renames or {})
         self._factory = connection.db().classFactory
-        self._writer = _StateWriter(connection)
+        self._writer = _StateWriter(connection, removed, self._renamed_class)
+
+    def _renamed_class(self, klass: type) -> type:
+        """The class a reference to an object of ``klass`` must name after the renames."""
+        new = self._renames.get((klass.__module__, klass.__qualname__))
+        return self.find_global(*new) if new else klass
 
     def find_global(self, module: str, name: str) -> Any:
         module, name = self._renames.get((module, name), (module, name))
@@ -110,20 +117,39 @@ class _StateWriter(ObjectWriter):
     reads, instead of failing to pickle the broken class.
     """
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, removed: set[str] | frozenset[str],
+                 renamed: Callable[[type], type]) -> None:
         super().__init__()
         self._jar = connection
+        self._removed = removed
+        self._renamed = renamed
         self.broken = 0
+        self._classes: dict[type, bool] = {}
 
     def persistent_id(self, obj: Any) -> Any:
         if getattr(obj, "_p_oid", 0) is None and not isinstance(obj, type):
             self._jar.add(obj)
         pid = super().persistent_id(obj)
-        if type(pid) is tuple and isinstance(pid[1], type) and issubclass(pid[1], broken.Broken):
-            klass = pid[1]
-            self.broken += 1
+        if type(pid) is not tuple or not isinstance(pid[1], type):
+            return pid
+        klass = self._renamed(pid[1])
+        if klass is not pid[1]:
+            pid = pid[0], klass
+        if not self._importable(klass):
+            if f"{klass.__module__}.{klass.__qualname__}" not in self._removed:
+                self.broken += 1  # references to removed classes are checked by reachability
             return pid[0], (klass.__module__, klass.__name__)
         return pid
+
+    def _importable(self, klass: type) -> bool:
+        """Whether a reference's class pickles by name (the code still has it under that name)."""
+        known = self._classes.get(klass)
+        if known is None:
+            known = self._classes[klass] = (
+                not issubclass(klass, broken.Broken)
+                and resolve(f"{klass.__module__}.{klass.__qualname__}") is klass
+            )
+        return known
 
     def dump(self, classmeta: Any, state: Any) -> bytes:
         return self._dump(classmeta, state)

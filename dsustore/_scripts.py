@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import inspect
 import logging
 import re
 import secrets
@@ -131,7 +132,6 @@ def load_script(path: str | Path, *, package: str | None = None) -> Script:
     path = Path(path)
     source = _read(path)
     code = _compile(source, path)
-    tree = ast.parse(source)
     package = package or f"{MODULE_PREFIX}.{_folder_key(path.parent)}"
     module = _execute(code, path, f"{package}.{_identifier(path.stem)}")
     revision = _declared_revision(module, path)
@@ -145,7 +145,7 @@ def load_script(path: str | Path, *, package: str | None = None) -> Script:
         raise MigrationScriptError(
             f"{path.name}: downgrade is not a function", migration=revision
         )
-    doc = ast.get_docstring(tree) or ""
+    doc = inspect.cleandoc(module.__doc__) if isinstance(module.__doc__, str) else ""
     log.debug("loaded migration %s from %s", revision, path)
     return Script(
         revision=revision,
@@ -187,8 +187,9 @@ def _execute(code: CodeType, path: Path, name: str) -> ModuleType:
         exec(code, module.__dict__)
     except Exception as exc:
         sys.modules.pop(name, None)
+        detail = next(iter(str(exc).splitlines()), "")
         raise MigrationScriptError(
-            f"importing {path.name} failed: {type(exc).__name__}: {exc}"
+            f"importing {path.name} failed: {type(exc).__name__}: {detail}"
         ) from exc
     return module
 
@@ -260,8 +261,8 @@ Revision ID: {revision}
 Revises: {revises}
 """
 
-revision = {revision!r}
-down_revision = {down_revision!r}
+revision = "{revision}"
+down_revision = {down_revision}
 
 
 def upgrade(patch):
@@ -294,11 +295,11 @@ def write_script(
     """
     from ._revisions import DuplicateRevisionError, MissingParentError, RevisionGraph
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     message = message.strip()
     if not message:
         raise MigrationScriptError("a migration needs a message")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     scripts = load_scripts(folder)
     graph = RevisionGraph(scripts)
     if revision is None:
@@ -314,8 +315,12 @@ def write_script(
         parents: tuple[str, ...] = (head,) if head is not None else ()
     else:
         parents = (down_revision,) if isinstance(down_revision, str) else tuple(down_revision)
+    if len(set(parents)) != len(parents):
+        raise MigrationScriptError(
+            f"down_revision lists a revision twice: {parents!r}", migration=revision
+        )
     for parent in parents:
-        if parent not in graph:
+        if check_revision_id(parent, what="down_revision") not in graph:
             raise MissingParentError(
                 f"down_revision {parent!r} for the new script names no known revision",
                 migration=revision,
@@ -355,8 +360,11 @@ def _render(
     body_upgrade: str,
     body_downgrade: str | None,
 ) -> str:
-    down_revision: str | tuple[str, ...] | None
-    down_revision = None if not parents else parents[0] if len(parents) == 1 else parents
+    quoted = [f'"{parent}"' for parent in parents]
+    if len(quoted) > 1:
+        down_revision = f"({', '.join(quoted)})"
+    else:
+        down_revision = quoted[0] if quoted else "None"
     text = _TEMPLATE.format(
         message=_docstring_safe(message),
         revision=revision,

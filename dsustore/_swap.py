@@ -13,7 +13,7 @@ the state anyway, so no other thread's transaction sees a half-swapped object.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ZODB.serialize import ObjectReader
@@ -50,17 +50,33 @@ class SwappingReader(ObjectReader):
         super().setGhostState(obj, pickle)
 
 
-def install_swapping_readers(db: Any) -> int:
-    """Make every open or pooled connection of ``db`` swap classes on reload.
+def swap_live_objects(db: Any, renames: Mapping[str, str] | None = None) -> int:
+    """After a commit, swap the objects the process holds to the classes of the code.
 
-    Returns how many connections were given the swapping reader.
+    Idle (pooled) connections are swapped at once: no thread uses them. Connections
+    in use get the swapping reader and are swapped object by object when ZODB
+    reloads what the commit invalidated, in their own thread. Returns how many
+    cached objects were swapped at once.
     """
-    installed = 0
+    renames = dict(renames or {})
+    idle = {id(conn) for _, conn in db.pool.available}
+    swapped = 0
     for conn in list(db.pool.all):
         if not isinstance(conn._reader, SwappingReader):
             conn._reader = SwappingReader(conn, conn._cache, db.classFactory)
-            installed += 1
-    return installed
+        if id(conn) not in idle:
+            continue
+        current: dict[type, type | None] = {}
+        for _oid, obj in conn._cache.items():
+            klass = type(obj)
+            if klass not in current:
+                name = f"{klass.__module__}.{klass.__qualname__}"
+                current[klass] = resolve(renames.get(name, name))
+            target = current[klass]
+            if target is not None and target is not klass:
+                swap_class(obj, target)
+                swapped += 1
+    return swapped
 
 
 def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None:

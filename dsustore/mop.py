@@ -28,7 +28,7 @@ from ._classes import ClassDef, ClassRef, create_class, dotted_name, read_class_
 from ._namespace import Namespace, snapshot_tid
 from ._record import class_key, class_name_of
 from ._scan import current_records
-from ._swap import install_swapping_readers, swap_objects
+from ._swap import swap_live_objects, swap_objects
 from ._views import OldState
 
 __all__ = [
@@ -167,5 +167,5 @@ def replace_namespace(namespace: Namespace, *,
     conn = namespace.connection
     conn.transaction_manager.commit()
     tid = getattr(conn._normal_storage, "_ltid", None) or conn.db().lastTransaction()
-    install_swapping_readers(conn.db())
+    swap_live_objects(conn.db())
     return tid

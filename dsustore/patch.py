@@ -38,7 +38,7 @@ from ._operations import (
     RenameClass,
     RenameField,
 )
-from ._swap import install_swapping_readers
+from ._swap import swap_live_objects
 from .errors import (
     DSUError,
     OperationError,
@@ -347,7 +347,8 @@ class Patch:
         report.committed = True
         report.tid_after = tid_repr(_committed_tid(conn, self.db))
         report.duration = time.monotonic() - started
-        install_swapping_readers(self.db)
+        swap_live_objects(self.db, {op.old_name: op.new_name for op in self._operations
+                                    if isinstance(op, RenameClass)})
         log.info("patch committed: %d objects migrated in %.2fs",
                  report.objects_migrated, report.duration)
         return report
