@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` runs the sample application's
+# migrations and live upgrade; `make test` runs the whole suite. Both set up
+# everything they need on a fresh machine first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup test demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+	bash .ci/install-postgres.sh
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m sample_app.demo
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_add_field.py 100000
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis
