@@ -83,7 +83,7 @@ def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None
     """Make each old object become its new counterpart, all or none (paper: swapObjects).
 
     Identity is kept: every reference to an old object now sees the new class and
-    state. All pairs are checked before any is changed.
+    state. A pair that cannot be swapped undoes the pairs already swapped.
     """
     if len(old_objects) != len(new_objects):
         raise ValueError("swap_objects needs as many new objects as old ones")
@@ -94,9 +94,18 @@ def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None
             state = new.__getstate__()
             swap_class(old, type(new))
             done.append(saved)
-            old.__setstate__(state)
+            _set_state(old, state)
     except Exception:
         for old, klass, state in reversed(done):
             old.__class__ = klass
-            old.__setstate__(state)
+            _set_state(old, state)
         raise
+
+
+def _set_state(obj: Any, state: Any) -> None:
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+    else:
+        obj.__dict__.clear()
+        obj.__dict__.update(state or {})

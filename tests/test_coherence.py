@@ -1,0 +1,142 @@
+"""Coherence with a running application: MVCC isolation, conflicts, and live objects swapped on success."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import shopmodels
+import transaction
+from shopmodels import User
+
+import dsustore
+from dsustore import Patch
+
+
+def test_other_connections_keep_the_old_state_until_commit(shop_db, reader):
+    """While the patch runs, the application reads and writes the old state; then it sees the new one."""
+    app = reader()
+    app_tm = app.transaction_manager
+    seen_during = []
+
+    def policy(old, new, old_ns, new_ns):
+        if old.name == "user2":
+            app_tm.begin()
+            seen_during.append(getattr(app.root()["users"]["user2"], "email", None))
+            app.root()["products"]["p0"].title = "renamed by the app"
+            app_tm.commit()
+        new.email = old.name + "@example.org"
+
+    with Patch(shop_db) as patch:
+        patch.migrate_instances(User, policy)
+    assert seen_during == [None]
+    app_tm.begin()
+    assert app.root()["users"]["user2"].email == "user2@example.org"
+    assert app.root()["products"]["p0"].title == "renamed by the app"
+
+
+def _conflicting_policy(shop_db, rounds):
+    """A policy that, on its first run only, commits a change to user1 from another connection."""
+
+    def policy(old, new, old_ns, new_ns):
+        if old.name == "user1" and not rounds:
+            rounds.append(1)
+            tm = transaction.TransactionManager()
+            conn = shop_db.open(transaction_manager=tm)
+            conn.root()["users"]["user1"].password = "changed meanwhile"
+            tm.commit()
+            conn.close()
+        new.email = old.name + "@example.org"
+
+    return policy
+
+
+def test_conflict_fails_cleanly_when_asked_to(shop_db, reader):
+    """A concurrent change to a migrated object makes the patch fail, writing nothing of its own."""
+    rounds: list[int] = []
+    with pytest.raises(dsustore.UpdateConflictError) as failed:
+        with Patch(shop_db, on_conflict="fail") as patch:
+            patch.migrate_instances(User, _conflicting_policy(shop_db, rounds))
+    assert "nothing was written" in str(failed.value)
+    users = reader().root()["users"]
+    assert users["user1"].password == "changed meanwhile"
+    assert not any(hasattr(u, "email") for u in users.values())
+
+
+def test_conflict_retries_from_a_fresh_state(shop_db, reader):
+    """With on_conflict='retry' the patch reruns on the new state and keeps the concurrent change."""
+    rounds: list[int] = []
+    with Patch(shop_db, on_conflict="retry") as patch:
+        patch.migrate_instances(User, _conflicting_policy(shop_db, rounds))
+    assert patch.report.attempts == 2
+    users = reader().root()["users"]
+    assert users["user1"].password == "changed meanwhile"
+    assert all(u.email == u.name + "@example.org" for u in users.values())
+
+
+def test_objects_loaded_in_other_connections_show_new_state_and_class(shop_db, monkeypatch):
+    """After commit, a busy connection of the same process swaps its cached objects on its next transaction."""
+    tm = transaction.TransactionManager()
+    app = shop_db.open(transaction_manager=tm)
+    user = app.root()["users"]["user1"]
+    assert user.name == "user1"  # loaded and cached in the application's connection
+    Customer = type("Customer", (User,), {"__module__": "shopmodels", "__qualname__": "Customer"})
+    monkeypatch.setattr(shopmodels, "Customer", Customer, raising=False)
+
+    def run_patch():
+        with Patch(shop_db) as patch:
+            patch.rename_class("shopmodels.User", "shopmodels.Customer")
+            patch.rename_field("shopmodels.Customer", "name", "username")
+
+    worker = threading.Thread(target=run_patch)
+    worker.start()
+    worker.join()
+    tm.begin()
+    assert user.username == "user1"
+    assert type(user) is Customer
+    assert "name" not in user.__dict__
+    tm.abort()
+    app.close()
+
+
+def test_old_namespace_shows_the_pre_update_state(shop_db):
+    """Policies read any object as it was through old_ns, while new_ns is being built."""
+    seen = []
+
+    def policy(old, new, old_ns, new_ns):
+        # users were stored before products, so the pass has migrated them already
+        old_user = old_ns.root["users"]["user1"]
+        new_user = new_ns.root["users"]["user1"]
+        seen.append((old_user.name, "name" in new_user.__dict__, new_user.username))
+        new.title = old.title.upper()
+
+    with Patch(shop_db, batch_size=2) as patch:
+        patch.rename_field(User, "name", "username")
+        patch.migrate_instances(shopmodels.Product, policy)
+    assert seen == [("user1", False, "user1")] * 3
+
+
+def test_old_object_is_read_only(shop_db, unchanged):
+    """Writing to the old view raises ReadOnlyStateError and rolls the update back."""
+    before = unchanged(shop_db)
+
+    def policy(old, new, old_ns, new_ns):
+        old.name = "nope"
+
+    with pytest.raises(dsustore.ReadOnlyStateError):
+        with Patch(shop_db) as patch:
+            patch.migrate_instances(User, policy)
+    before.check()
+
+
+def test_writing_the_old_namespace_rolls_back(shop_db, unchanged):
+    """A policy that changes an object of old_ns fails the update."""
+    before = unchanged(shop_db)
+
+    def policy(old, new, old_ns, new_ns):
+        old_ns.root["products"]["p0"].title = "nope"
+
+    with pytest.raises(dsustore.DSUError):
+        with Patch(shop_db) as patch:
+            patch.migrate_instances(User, policy)
+    before.check()
