@@ -90,7 +90,7 @@ def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None
     done: list[tuple[Any, type, Any]] = []
     try:
         for old, new in zip(old_objects, new_objects):
-            saved = (old, type(old), old.__getstate__())
+            saved = (old, type(old), _copy(old.__getstate__()))
             state = new.__getstate__()
             swap_class(old, type(new))
             done.append(saved)
@@ -109,3 +109,8 @@ def _set_state(obj: Any, state: Any) -> None:
     else:
         obj.__dict__.clear()
         obj.__dict__.update(state or {})
+
+
+def _copy(state: Any) -> Any:
+    # object.__getstate__ may return the instance's own __dict__, which the swap clears
+    return dict(state) if isinstance(state, dict) else state
