@@ -108,6 +108,9 @@ def class_of_meta(classmeta: Any) -> type:
     return classmeta[0] if isinstance(classmeta, tuple) else classmeta
 
 
+_PLAIN = frozenset({str, int, float, bool, bytes, list, dict, tuple, set, type(None)})
+
+
 class _StateWriter(ObjectWriter):
     """ZODB's ObjectWriter, bound to a connection, for states that are not objects.
 
@@ -127,6 +130,8 @@ class _StateWriter(ObjectWriter):
         self._classes: dict[type, bool] = {}
 
     def persistent_id(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN:  # most of a state: skip ZODB's checks
+            return None
         if getattr(obj, "_p_oid", 0) is None and not isinstance(obj, type):
             self._jar.add(obj)
         pid = super().persistent_id(obj)

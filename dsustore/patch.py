@@ -38,6 +38,7 @@ from ._operations import (
     RenameClass,
     RenameField,
 )
+from ._savepoints import release, use_appending_savepoints
 from ._swap import swap_live_objects
 from .errors import (
     DSUError,
@@ -288,6 +289,7 @@ class Patch:
         if self._conn is not None:
             if abort:
                 _abort(self.transaction_manager)
+            release(self._conn)
             self._conn.close()
             self._conn = None
         if self._old_conn is not None:
@@ -303,6 +305,7 @@ class Patch:
         if conn._needs_to_join:
             txn.join(conn)
             conn._needs_to_join = False
+        use_appending_savepoints(conn)
         txn.savepoint(optimistic=True)  # from here on, writes go to the savepoint storage
         migration = MigrationPass(
             storage=self.db.storage, connection=conn, old_connection=self._old_conn,

@@ -1,0 +1,372 @@
+"""Running migration scripts against a database, one :class:`Patch` per migration.
+
+Each migration is its own transaction: the script's operations, its bookkeeping
+record and the recorded schema commit together or not at all. A failing migration
+raises with its id and leaves the database as it was before that migration;
+migrations before it in the same run stay applied and recorded.
+
+Runs that write hold the database's migration lock (see :mod:`dsustore._lock`), so
+two processes upgrading at once apply each migration exactly once. A run with
+nothing to do takes no lock and writes nothing.
+
+Dry runs take no lock and write nothing. Every pending migration is dry-run, each
+against the database as it is now: a migration that depends on an earlier pending
+one sees the data without that earlier change, so its counts (or its success) may
+differ from a real run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import transaction as transaction_module
+from transaction.interfaces import NoTransaction
+
+from ._bookkeeping import (
+    applied_records,
+    applied_revisions,
+    bookkeeping,
+    reading,
+    record_applied,
+    record_unapplied,
+    transaction_description,
+)
+from ._engine import Progress
+from ._lock import MigrationLock, migration_lock
+from ._operations import RemoveClass, RenameClass
+from ._revisions import RevisionGraph
+from ._schema import record_schema
+from ._scripts import Script, load_scripts
+from .errors import DSUError
+from .patch import Patch, PatchReport
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["upgrade", "downgrade"]
+
+
+class MigrationError(DSUError):
+    """A migration script raised something other than a dsustore error."""
+
+
+class DatabaseBehindError(DSUError):
+    """The database lacks migrations the code has (``pending`` lists them)."""
+
+    def __init__(self, message: str, *, pending: Iterable[str] = (), **context: Any) -> None:
+        self.pending = tuple(pending)
+        super().__init__(message, **context)
+
+
+class DatabaseAheadError(DSUError):
+    """The database has migrations applied that the code does not know (``unknown``)."""
+
+    def __init__(self, message: str, *, unknown: Iterable[str] = (), **context: Any) -> None:
+        self.unknown = tuple(unknown)
+        super().__init__(message, **context)
+
+
+@dataclass
+class MigrationResult:
+    """One migration run (or dry-run) and the report of its patch."""
+
+    revision: str
+    message: str
+    direction: Direction
+    report: PatchReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "message": self.message,
+                "direction": self.direction, **self.report.as_dict()}
+
+
+@dataclass
+class UpgradeResult:
+    """What a run did: the migrations in the order run, and the revisions they moved."""
+
+    direction: Direction
+    dry_run: bool
+    migrations: list[MigrationResult] = field(default_factory=list)
+    edited: list[str] = field(default_factory=list)
+
+    @property
+    def revisions(self) -> list[str]:
+        """The revisions applied (or undone) by this run, in order."""
+        return [m.revision for m in self.migrations]
+
+    @property
+    def reports(self) -> list[PatchReport]:
+        return [m.report for m in self.migrations]
+
+    @property
+    def migrated(self) -> dict[str, int]:
+        """Objects migrated per class, summed over the run."""
+        total: dict[str, int] = {}
+        for m in self.migrations:
+            for name, count in m.report.migrated.items():
+                total[name] = total.get(name, 0) + count
+        return total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"direction": self.direction, "dry_run": self.dry_run,
+                "revisions": self.revisions, "edited": list(self.edited),
+                "migrations": [m.as_dict() for m in self.migrations]}
+
+
+# -- queries -----------------------------------------------------------------------
+
+def _graph(migrations_dir: str | Path) -> RevisionGraph:
+    return RevisionGraph(load_scripts(migrations_dir))
+
+
+def current(db: Any) -> tuple[str, ...]:
+    """The current heads: applied revisions no other applied revision builds on."""
+    with reading(db) as root:
+        bk = bookkeeping(root)
+        records = dict(bk.applied.items()) if bk is not None else {}
+    below = {parent for rec in records.values() for parent in rec.get("down_revisions", ())}
+    return tuple(sorted(rev for rev in records if rev not in below))
+
+
+def pending(db: Any, migrations_dir: str | Path, target: str = "heads") -> list[Script]:
+    """The scripts an upgrade to ``target`` would run, parents first."""
+    return _graph(migrations_dir).upgrade_path(applied_revisions(db), target)
+
+
+def edited_scripts(db: Any, migrations_dir: str | Path) -> list[str]:
+    """Applied revisions whose script changed since it was applied (checksum differs)."""
+    return _edited(db, load_scripts(migrations_dir))
+
+
+def unknown_revisions(db: Any, migrations_dir: str | Path) -> list[str]:
+    """Applied revisions with no script in ``migrations_dir``."""
+    known = {s.revision for s in load_scripts(migrations_dir)}
+    return sorted(applied_revisions(db) - known)
+
+
+# -- running -----------------------------------------------------------------------
+
+def upgrade(
+    db: Any,
+    migrations_dir: str | Path,
+    target: str = "head",
+    *,
+    dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    lock_wait: float = 0,
+    lock_ttl: float = 300,
+    on_conflict: Literal["fail", "retry"] = "fail",
+) -> UpgradeResult:
+    """Apply the pending migrations up to ``target``, each in its own transaction."""
+    graph = _graph(migrations_dir)
+    result = UpgradeResult("upgrade", dry_run, edited=_warn_edited(db, graph))
+    return _apply(db, result, lambda: graph.upgrade_path(applied_revisions(db), target),
+                  lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict)
+
+
+def downgrade(
+    db: Any,
+    migrations_dir: str | Path,
+    target: str,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    lock_wait: float = 0,
+    lock_ttl: float = 300,
+    on_conflict: Literal["fail", "retry"] = "fail",
+) -> UpgradeResult:
+    """Undo applied migrations down to ``target`` (kept; ``"base"`` undoes all), children first."""
+    graph = _graph(migrations_dir)
+    result = UpgradeResult("downgrade", dry_run)
+    return _apply(db, result, lambda: graph.downgrade_path(applied_revisions(db), target),
+                  lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict)
+
+
+def _apply(
+    db: Any,
+    result: UpgradeResult,
+    plan: Callable[[], list[Script]],
+    *,
+    lock_wait: float,
+    lock_ttl: float,
+    **run_options: Any,
+) -> UpgradeResult:
+    """Run ``plan()``'s scripts; under the lock, the plan is made again (others may have run it)."""
+    scripts = plan()
+    if not scripts:
+        log.info("nothing to %s (current: %s)", result.direction, ", ".join(current(db)) or "base")
+        return result
+    if result.dry_run:
+        for script in scripts:
+            result.migrations.append(_run(db, script, result.direction, dry_run=True, **run_options))
+        return result
+    with migration_lock(db, ttl=lock_ttl, wait=lock_wait) as lock:
+        for script in plan():
+            lock.keep_alive()
+            result.migrations.append(_run(db, script, result.direction, lock=lock, **run_options))
+    return result
+
+
+def ensure_current(
+    db: Any,
+    migrations_dir: str | Path,
+    mode: Literal["upgrade", "verify", "minimum"] = "upgrade",
+    *,
+    minimum: str | None = None,
+    lock_wait: float = 0,
+) -> UpgradeResult:
+    """Bring the database in line with the code at start-up (like zope.generations).
+
+    ``"upgrade"`` applies everything pending; ``"verify"`` changes nothing and raises
+    :class:`DatabaseBehindError` when migrations are pending; ``"minimum"`` applies
+    only what ``minimum`` needs. Every mode raises :class:`DatabaseAheadError` when
+    the database has revisions the code does not know.
+    """
+    if mode not in ("upgrade", "verify", "minimum"):
+        raise ValueError("mode must be 'upgrade', 'verify' or 'minimum'")
+    unknown = unknown_revisions(db, migrations_dir)
+    if unknown:
+        raise DatabaseAheadError(
+            f"the database has revision(s) {', '.join(unknown)} that the code does not know;"
+            " is this code older than the database?",
+            unknown=unknown, migration=unknown[0],
+        )
+    if mode == "upgrade":
+        return upgrade(db, migrations_dir, "heads", lock_wait=lock_wait)
+    if mode == "minimum":
+        if minimum is None:
+            raise ValueError("mode 'minimum' needs minimum=<revision>")
+        return upgrade(db, migrations_dir, minimum, lock_wait=lock_wait)
+    behind = [s.revision for s in pending(db, migrations_dir)]
+    if behind:
+        raise DatabaseBehindError(
+            f"the database lacks {len(behind)} migration(s): {', '.join(behind)}",
+            pending=behind, migration=behind[0],
+        )
+    return UpgradeResult("upgrade", False)
+
+
+def stamp(db: Any, migrations_dir: str | Path, target: str, *, lock_wait: float = 0) -> tuple[str, ...]:
+    """Mark ``target`` and its ancestors as applied, and nothing else, without running them.
+
+    Returns the new current heads. Records written by a stamp have direction ``"stamp"``.
+    """
+    graph = _graph(migrations_dir)
+    wanted = {s.revision for s in graph.upgrade_path((), target)}
+    with migration_lock(db, wait=lock_wait):
+        tm = transaction_module.TransactionManager(explicit=True)
+        txn = tm.begin()
+        conn = db.open(transaction_manager=tm)
+        try:
+            root = conn.root()
+            done = set(bookkeeping(root, create=True).applied.keys())
+            for rev in sorted(done - wanted):
+                record_unapplied(root, rev)
+            for script in graph.history():
+                if script.revision in wanted - done:
+                    record_applied(root, script, direction="stamp")
+            txn.note(f"dsustore stamp {target}")
+            tm.commit()
+        finally:
+            _abort(tm)
+            conn.close()
+    log.info("database stamped at %s", target)
+    return current(db)
+
+
+def _abort(tm: Any) -> None:
+    try:
+        tm.abort()
+    except NoTransaction:
+        pass
+
+
+def _edited(db: Any, scripts: Iterable[Script]) -> list[str]:
+    by_rev = {s.revision: s for s in scripts}
+    return sorted(
+        rev for rev, rec in applied_records(db).items()
+        if rev in by_rev and rec.get("checksum") not in (None, by_rev[rev].checksum)
+    )
+
+
+def _warn_edited(db: Any, graph: RevisionGraph) -> list[str]:
+    scripts = {s.revision: s for s in graph.history()}
+    edited = _edited(db, scripts.values())
+    if edited:
+        log.warning("migration script(s) changed after being applied: %s",
+                    ", ".join(scripts[rev].label for rev in edited))
+    return edited
+
+
+def _run(
+    db: Any,
+    script: Script,
+    direction: Direction,
+    *,
+    dry_run: bool = False,
+    lock: MigrationLock | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    on_conflict: Literal["fail", "retry"] = "fail",
+) -> MigrationResult:
+    """Run one migration as one patch; its bookkeeping commits with it."""
+    rev = script.revision
+    label = "dry run of" if dry_run else "running"
+    log.info("%s migration %s %s: %s", label, direction, script.label, script.message)
+    patch = Patch(db, on_conflict=on_conflict, progress=progress, dry_run=dry_run,
+                  description=f"{transaction_description(rev, direction)}: {script.message}")
+    if not dry_run:
+        patch.before_commit(_bookkeeping_hook(script, direction, lock))
+    try:
+        with patch:
+            if direction == "upgrade":
+                script.upgrade(patch)
+            else:
+                script.downgrade(patch)
+    except DSUError as err:
+        if err.migration is None:
+            err.with_migration(rev)
+        raise
+    except Exception as err:
+        raise MigrationError(f"{type(err).__name__}: {err}", migration=rev) from err
+    report: PatchReport = patch.report
+    return MigrationResult(rev, script.message, direction, report)
+
+
+def _bookkeeping_hook(
+    script: Script, direction: Direction, lock: MigrationLock | None
+) -> Callable[[Patch, PatchReport], None]:
+    def hook(patch: Patch, report: PatchReport) -> None:
+        root = patch.new_ns.root
+        if lock is not None:
+            lock.verify(root)
+        if direction == "upgrade":
+            record_applied(root, script, report)
+        else:
+            record_unapplied(root, script.revision)
+        ops = patch.operations
+        record_schema(
+            root, patch.db.storage, at=patch.old_ns.tid,
+            renamed={op.old_name: op.new_name for op in ops if isinstance(op, RenameClass)},
+            removed=[op.class_name for op in ops if isinstance(op, RemoveClass)],
+        )
+    return hook
+
+
+__all__ = [
+    "DatabaseAheadError",
+    "DatabaseBehindError",
+    "MigrationError",
+    "MigrationResult",
+    "UpgradeResult",
+    "current",
+    "downgrade",
+    "edited_scripts",
+    "ensure_current",
+    "pending",
+    "stamp",
+    "unknown_revisions",
+    "upgrade",
+]

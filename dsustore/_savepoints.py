@@ -1,0 +1,107 @@
+"""The patch connection's savepoint storage, tuned for one long streaming write.
+
+ZODB's TmpStore seeks before every store (which flushes its buffer, a system call
+per record) and, at commit, the connection reads every record back with a seek and
+unpickles its class to look for blobs. An update that writes every object of a
+large database pays for that on each record. This store appends without seeking
+and hands its records back in file order with one sequential read; blobs keep
+ZODB's own path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ZODB.Connection import Connection, TmpStore
+from ZODB.utils import p64, u64
+
+_BLOB_KEY = b"ZODB.blob\nBlob"
+
+
+class AppendingTmpStore(TmpStore):
+    """A TmpStore that appends and reads back sequentially."""
+
+    def __init__(self, storage: Any) -> None:
+        super().__init__(storage)
+        self._at_end = True
+        self.has_blobs = False
+
+    def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
+        self._at_end = False
+        return super().load(oid, version)
+
+    def store(self, oid: bytes, serial: bytes | None, data: bytes, version: str,
+              transaction: Any) -> bytes:
+        if not self._at_end:
+            self._file.seek(self.position)
+            self._at_end = True
+        if serial is None:
+            serial = b"\0" * 8
+        if _BLOB_KEY in data[:40]:
+            self.has_blobs = True
+        header = p64(len(oid)) + oid + serial + p64(len(data))
+        self._file.write(header)
+        self._file.write(data)
+        self.index[oid] = self.position
+        self.position += len(header) + len(data)
+        return serial
+
+    def storeBlob(self, *args: Any, **kw: Any) -> None:  # noqa: N802 (ZODB's name)
+        self.has_blobs = True
+        self._at_end = False
+        super().storeBlob(*args, **kw)
+
+    def records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """The latest (oid, serial, data) of every stored object, read in file order.
+
+        The oid handed out is the index's own key object, so the storage's
+        per-transaction index shares it instead of holding a second copy.
+        """
+        self._file.flush()
+        self._at_end = False
+        file = self._file
+        read = file.read
+        where = -1
+        for oid, position in self.index.items():
+            if position != where:
+                file.seek(position)
+            oid_length = u64(read(8))
+            read(oid_length)
+            serial = read(8)
+            length = u64(read(8))
+            yield oid, serial, read(length)
+            where = position + 24 + oid_length + length
+
+
+def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
+    """Give ``conn`` an appending savepoint storage and a commit that streams it."""
+    store = AppendingTmpStore(conn._normal_storage)
+    conn._savepoint_storage = store
+    conn._storage = store
+
+    def commit_savepoint(transaction: Any) -> None:
+        src = conn._savepoint_storage
+        if not isinstance(src, AppendingTmpStore) or src.has_blobs:
+            return Connection._commit_savepoint(conn, transaction)
+        conn._storage = conn._normal_storage
+        conn._savepoint_storage = None
+        try:
+            conn._creating.update(src.creating)
+            store_record = conn._storage.store
+            modified = conn._modified
+            read_current = conn._readCurrent
+            for oid, serial, data in src.records():
+                modified.append(oid)
+                store_record(oid, serial, data, "", transaction)
+                read_current.pop(oid, None)
+        finally:
+            src.close()
+
+    conn._commit_savepoint = commit_savepoint
+    return store
+
+
+def release(conn: Connection) -> None:
+    """Give a pooled connection back its ordinary savepoint commit."""
+    conn.__dict__.pop("_commit_savepoint", None)

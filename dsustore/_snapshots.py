@@ -1,0 +1,462 @@
+"""Named snapshots of a database, restoring them, and packing that keeps them.
+
+On a history-keeping storage (FileStorage, ZEO, MappingStorage, RelStorage with
+history) a snapshot is just a transaction id: the one of the transaction that records
+the snapshot under ``root["dsustore"].snapshots``. Restoring it commits one new
+transaction that writes back, for every object changed since, its record as of the
+snapshot. The changed objects come from the storage's transaction log after the
+snapshot, so a restore costs what changed since, not the size of the database, and
+being an ordinary transaction it can itself be undone by restoring the snapshot that
+is taken automatically before it. The snapshot list itself is never rolled back.
+
+History-free storages keep no old records, so there a snapshot is an export file of
+the whole graph under the root, and restoring imports it in place of the root's
+contents.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import transaction as transaction_module
+from transaction.interfaces import NoTransaction
+from ZODB.POSException import ConflictError, POSKeyError
+from ZODB.serialize import referencesf
+from ZODB.TimeStamp import TimeStamp
+from ZODB.utils import p64, tid_repr, u64, z64
+
+from ._bookkeeping import ROOT_KEY as BOOKKEEPING_KEY
+from ._bookkeeping import bookkeeping
+from .errors import DSUError
+from .patch import TRANSACTION_MARK
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*\Z")
+
+Kind = Literal["tid", "export"]
+
+
+class SnapshotError(DSUError):
+    """A snapshot cannot be taken, found or restored."""
+
+
+class UnknownSnapshotError(SnapshotError):
+    """No snapshot has the given name."""
+
+
+class SnapshotConflictError(SnapshotError):
+    """The application wrote after the snapshot; restoring would lose those writes."""
+
+    def __init__(self, message: str, *, transactions: int, objects: int) -> None:
+        self.transactions = transactions
+        self.objects = objects
+        super().__init__(message)
+
+    def facts(self) -> dict[str, Any]:
+        facts = super().facts()
+        facts.update(application_transactions=self.transactions, objects=self.objects)
+        return facts
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A named point the database can be restored to."""
+
+    name: str
+    kind: Kind
+    tid: str
+    created: str
+    path: str | None = None
+    note: str = ""
+
+    @property
+    def tid_bytes(self) -> bytes:
+        return p64(int(self.tid, 16))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RestoreReport:
+    """What a restore did."""
+
+    snapshot: str
+    kind: Kind
+    tid_after: str | None
+    rewritten: int
+    created_since: int
+    transactions_since: int
+    application_transactions: int
+    safety_snapshot: str | None
+    rewritten_oids: list[str] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("rewritten_oids")
+        return data
+
+
+@dataclass
+class PackReport:
+    """What a pack did, and how far back it was allowed to go."""
+
+    packed_to: str
+    requested: str
+    limited_by: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- public API ---------------------------------------------------------------
+
+
+def keeps_history(storage: Any) -> bool:
+    """Whether ``storage`` keeps old revisions (so a snapshot can be a transaction id)."""
+    options = getattr(storage, "_options", None)
+    if options is not None and hasattr(options, "keep_history"):
+        return bool(options.keep_history)
+    keep = getattr(storage, "keep_history", None)
+    if isinstance(keep, bool):
+        return keep
+    return hasattr(storage, "loadBefore") and hasattr(storage, "iterator")
+
+
+def snapshot(db: Any, name: str | None = None, *, note: str = "", kind: Kind | None = None,
+             directory: str | Path | None = None) -> Snapshot:
+    """Take a snapshot named ``name`` (a timestamped name by default) and record it."""
+    kind = kind or ("tid" if keeps_history(db.storage) else "export")
+    if kind not in ("tid", "export"):
+        raise SnapshotError(f"unknown snapshot kind {kind!r} (use 'tid' or 'export')")
+    created = datetime.now(timezone.utc)
+    name = name or f"snap-{created:%Y%m%d-%H%M%S-%f}"
+    if not _NAME_RE.match(name):
+        raise SnapshotError(f"invalid snapshot name {name!r}: use letters, digits and . _ - : @ +")
+    with _connection(db) as (conn, tm):
+        book = _book(conn.root(), create=True)
+        if name in book.snapshots:
+            raise SnapshotError(f"a snapshot named {name!r} already exists")
+        path: str | None = None
+        if kind == "export":
+            path = str(_export(conn, db, name, directory))
+        record = {"name": name, "kind": kind, "tid": "", "created": created.isoformat(),
+                  "path": path, "note": note}
+        book.snapshots[name] = record
+        txn = tm.get()
+        txn.note(f"dsustore snapshot {name}")
+        txn.setExtendedInfo(TRANSACTION_MARK, {"snapshot": name})
+        tm.commit()
+        tid = _last_tid(conn, db)
+        tm.begin()
+        book.snapshots[name] = dict(record, tid=tid_repr(tid))
+        txn = tm.get()
+        txn.note(f"dsustore snapshot {name} (tid)")
+        txn.setExtendedInfo(TRANSACTION_MARK, {"snapshot": name})
+        tm.commit()
+    return Snapshot(**dict(record, tid=tid_repr(tid)))
+
+
+_take_snapshot = snapshot  # restore() has a parameter of that name
+
+
+def snapshots(db: Any) -> list[Snapshot]:
+    """Every recorded snapshot, oldest first."""
+    with _connection(db) as (conn, _tm):
+        book = _book(conn.root(), create=False)
+        if book is None:
+            return []
+        found = [_as_snapshot(record) for record in book.snapshots.values()]
+    return sorted(found, key=lambda s: (s.created, s.name))
+
+
+def get_snapshot(db: Any, name: str) -> Snapshot:
+    """The snapshot named ``name``."""
+    for snap in snapshots(db):
+        if snap.name == name:
+            return snap
+    raise UnknownSnapshotError(f"no snapshot named {name!r}")
+
+
+def delete_snapshot(db: Any, name: str) -> Snapshot:
+    """Forget snapshot ``name`` (and delete its export file): a later pack may drop its state."""
+    with _connection(db) as (conn, tm):
+        book = _book(conn.root(), create=False)
+        if book is None or name not in book.snapshots:
+            raise UnknownSnapshotError(f"no snapshot named {name!r}")
+        snap = _as_snapshot(book.snapshots[name])
+        del book.snapshots[name]
+        txn = tm.get()
+        txn.note(f"dsustore delete snapshot {name}")
+        txn.setExtendedInfo(TRANSACTION_MARK, {"delete_snapshot": name})
+        tm.commit()
+    if snap.path:
+        Path(snap.path).unlink(missing_ok=True)
+    return snap
+
+
+def restore(db: Any, snapshot: str | Snapshot, *, force: bool = False) -> RestoreReport:
+    """Bring the database back to ``snapshot`` in one new transaction.
+
+    Refuses with :class:`SnapshotConflictError` when transactions not written by
+    dsustore (the application's) came after the snapshot, unless ``force``.
+    """
+    snap = get_snapshot(db, snapshot if isinstance(snapshot, str) else snapshot.name)
+    if snap.kind == "export":
+        return _restore_export(db, snap)
+    if not keeps_history(db.storage):
+        raise SnapshotError(f"snapshot {snap.name!r} is a transaction id, but this storage "
+                            "keeps no history")
+    since = _changes_since(db.storage, snap.tid_bytes)
+    if since.application_transactions and not force:
+        raise SnapshotConflictError(
+            f"restoring {snap.name!r} would lose {since.application_transactions} application "
+            f"transaction(s) changing {len(since.application_oids)} object(s) written after it; "
+            "use --force to restore anyway",
+            transactions=since.application_transactions, objects=len(since.application_oids))
+    safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}")
+    since = _changes_since(db.storage, snap.tid_bytes)
+    return _restore_tid(db, snap, since, safety.name)
+
+
+def pack(db: Any, *, days: float = 0) -> PackReport:
+    """Pack the storage to ``days`` ago, but never past the oldest kept snapshot."""
+    requested = time.time() - days * 86400
+    oldest = min((s for s in snapshots(db) if s.kind == "tid"), key=lambda s: u64(s.tid_bytes),
+                 default=None)
+    limited_by = None
+    pack_time = requested
+    if oldest is not None:
+        # a hair before the snapshot's transaction, so its records are all kept
+        snap_time = TimeStamp(oldest.tid_bytes).timeTime() - 0.001
+        if snap_time < requested:
+            pack_time, limited_by = snap_time, oldest.name
+    db.pack(t=pack_time)
+    when = datetime.fromtimestamp(pack_time, timezone.utc).isoformat()
+    asked = datetime.fromtimestamp(requested, timezone.utc).isoformat()
+    message = (f"packed to {when}, kept back by snapshot {limited_by!r}" if limited_by
+               else f"packed to {when}")
+    return PackReport(packed_to=when, requested=asked, limited_by=limited_by, message=message)
+
+
+# -- restoring a transaction id -------------------------------------------------
+
+
+@dataclass
+class _Since:
+    oids: set[bytes] = field(default_factory=set)
+    application_oids: set[bytes] = field(default_factory=set)
+    transactions: int = 0
+    application_transactions: int = 0
+
+
+def _changes_since(storage: Any, tid: bytes) -> _Since:
+    """The objects written by transactions after ``tid``, and which of those were the application's."""
+    since = _Since()
+    iterator = storage.iterator(p64(u64(tid) + 1))
+    try:
+        for txn in iterator:
+            ours = _is_dsustore(txn)
+            since.transactions += 1
+            if not ours:
+                since.application_transactions += 1
+            for record in txn:
+                since.oids.add(record.oid)
+                if not ours:
+                    since.application_oids.add(record.oid)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    return since
+
+
+def _is_dsustore(txn: Any) -> bool:
+    """Whether dsustore wrote ``txn``: its extension mark, or a ``dsustore ...`` description."""
+    if TRANSACTION_MARK in _extension(txn):
+        return True
+    description = txn.description
+    if isinstance(description, str):
+        description = description.encode("utf-8")
+    return description.startswith(b"dsustore ")
+
+
+def _extension(txn: Any) -> dict[str, Any]:
+    ext = getattr(txn, "extension", None)
+    if ext is None:
+        ext = getattr(txn, "_extension", None)
+    return ext if isinstance(ext, dict) else {}
+
+
+def _restore_tid(db: Any, snap: Snapshot, since: _Since, safety: str) -> RestoreReport:
+    storage = db.storage
+    before = p64(u64(snap.tid_bytes) + 1)
+    rewritten: list[bytes] = []
+    created = 0
+    with _connection(db) as (conn, tm):
+        keep = _snapshot_list_oids(conn)
+        txn = tm.get()
+        if conn._needs_to_join:
+            txn.join(conn)
+            conn._needs_to_join = False
+        txn.savepoint(optimistic=True)
+        for oid in sorted(since.oids - keep):
+            old = _load_before(storage, oid, before)
+            if old is None:
+                created += 1
+                continue
+            current = storage.load(oid)
+            if current[0] == old:
+                continue
+            conn._storage.store(oid, current[1], old, "", txn)
+            rewritten.append(oid)
+        txn.note(f"dsustore restore {snap.name}")
+        txn.setExtendedInfo(TRANSACTION_MARK, {"restore": snap.name, "tid": snap.tid})
+        try:
+            tm.commit()
+        except ConflictError as err:
+            raise SnapshotError(f"another transaction changed objects while restoring {snap.name!r}; "
+                                "nothing was written") from err
+        tid_after = tid_repr(_last_tid(conn, db)) if rewritten else None
+        conn._cache.invalidate(list(rewritten))
+    return RestoreReport(
+        snapshot=snap.name, kind="tid", tid_after=tid_after, rewritten=len(rewritten),
+        created_since=created, transactions_since=since.transactions,
+        application_transactions=since.application_transactions, safety_snapshot=safety,
+        rewritten_oids=[hex(u64(oid)) for oid in rewritten])
+
+
+def _load_before(storage: Any, oid: bytes, before: bytes) -> bytes | None:
+    """The record of ``oid`` as of the snapshot, None when it did not exist then."""
+    try:
+        found = storage.loadBefore(oid, before)
+    except POSKeyError:
+        return None
+    if found is None or found[0] is None:
+        return None
+    return found[0]
+
+
+def _snapshot_list_oids(conn: Any) -> set[bytes]:
+    """Oids of the snapshot list and its BTree buckets: a restore keeps them current."""
+    book = _book(conn.root(), create=False)
+    if book is None:
+        return set()
+    tree = book.snapshots
+    storage = conn.db().storage
+    found: set[bytes] = set()
+    todo = [tree._p_oid]
+    while todo:
+        oid = todo.pop()
+        if oid is None or oid in found:
+            continue
+        found.add(oid)
+        data, _tid = storage.load(oid)
+        todo.extend(referencesf(data))
+    return found
+
+
+def _safety_name(db: Any, name: str) -> str:
+    taken = {s.name for s in snapshots(db)}
+    base = f"before-restore-{name}"
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+# -- export snapshots ----------------------------------------------------------
+
+
+def _export(conn: Any, db: Any, name: str, directory: str | Path | None) -> Path:
+    folder = Path(directory) if directory else _default_export_folder(db)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.zexp"
+    if path.exists():
+        raise SnapshotError(f"export file {path} already exists")
+    with path.open("wb") as f:
+        conn.exportFile(z64, f)
+    return path
+
+
+def _default_export_folder(db: Any) -> Path:
+    filename = getattr(db.storage, "_file_name", None)
+    if filename:
+        return Path(f"{filename}.snapshots")
+    return Path.cwd() / "dsustore-snapshots"
+
+
+def _restore_export(db: Any, snap: Snapshot) -> RestoreReport:
+    if not snap.path or not Path(snap.path).is_file():
+        raise SnapshotError(f"the export file of snapshot {snap.name!r} is missing: {snap.path}")
+    safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}")
+    with _connection(db) as (conn, tm):
+        root = conn.root()
+        current_book = _book(root, create=True)
+        with open(snap.path, "rb") as f:
+            imported = conn.importFile(f)
+        contents = dict(imported.items())
+        old_book = contents.get(BOOKKEEPING_KEY)
+        if old_book is not None and hasattr(old_book, "snapshots"):
+            old_book.snapshots = current_book.snapshots  # applied as then, snapshots as now
+        else:
+            contents[BOOKKEEPING_KEY] = current_book
+        rewritten = len(root)
+        root.clear()
+        root.update(contents)
+        txn = tm.get()
+        txn.note(f"dsustore restore {snap.name}")
+        txn.setExtendedInfo(TRANSACTION_MARK, {"restore": snap.name, "path": snap.path})
+        tm.commit()
+        tid_after = tid_repr(_last_tid(conn, db))
+    return RestoreReport(
+        snapshot=snap.name, kind="export", tid_after=tid_after, rewritten=rewritten,
+        created_since=0, transactions_since=0, application_transactions=0,
+        safety_snapshot=safety.name)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+class _connection:
+    """A connection with its own explicit transaction manager, aborted and closed on exit."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def __enter__(self) -> tuple[Any, Any]:
+        self.tm = transaction_module.TransactionManager(explicit=True)
+        self.tm.begin()
+        self.conn = self.db.open(transaction_manager=self.tm)
+        return self.conn, self.tm
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.tm.abort()
+        except NoTransaction:
+            pass
+        self.conn.close()
+
+
+def _book(root: Any, *, create: bool) -> Any:
+    """The bookkeeping object at ``root["dsustore"]`` (with a ``snapshots`` BTree)."""
+    return bookkeeping(root, create=create)
+
+
+def _as_snapshot(record: Any) -> Snapshot:
+    data = dict(record)
+    return Snapshot(name=data["name"], kind=data.get("kind", "tid"), tid=data.get("tid", ""),
+                    created=data.get("created", ""), path=data.get("path"),
+                    note=data.get("note", ""))
+
+
+def _last_tid(conn: Any, db: Any) -> bytes:
+    ltid = getattr(conn._normal_storage, "_ltid", None)
+    return ltid if ltid and ltid != z64 else db.lastTransaction()
+

@@ -1,0 +1,198 @@
+"""Opening a database from a URI, and finding which database and folder a project uses.
+
+Supported forms: a FileStorage path or ``file://`` URI (the default), ``memory://``
+(MappingStorage), ``zeo://host:port`` (ZEO client) and ``postgresql://...``
+(RelStorage, imported only when used). Other schemes go to ``zodburi`` when it is
+installed. A missing FileStorage is an error unless ``create=True``, so a typo in a
+path never leaves an empty database behind; a FileStorage another process holds
+open is reported as locked rather than as a lock-file traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import DSUError
+
+ENV_DB = "DSUSTORE_DB"
+ENV_MIGRATIONS = "DSUSTORE_MIGRATIONS"
+DEFAULT_MIGRATIONS = "migrations"
+
+
+class DatabaseOpenError(DSUError):
+    """The database named by a URI cannot be opened."""
+
+
+class DatabaseLockedError(DatabaseOpenError):
+    """Another process holds the database (a FileStorage lock) open."""
+
+
+class NoDatabaseConfiguredError(DatabaseOpenError):
+    """No ``--db``, no ``DSUSTORE_DB`` and no ``[tool.dsustore] db`` in pyproject.toml."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Which database and migrations folder a command works on, and where each came from."""
+
+    db: str | None
+    migrations: Path
+    source: str
+
+
+def resolve_settings(db: str | None = None, migrations: str | os.PathLike[str] | None = None,
+                     *, cwd: Path | None = None) -> Settings:
+    """Settings from, in order: explicit arguments, the environment, pyproject.toml."""
+    cwd = cwd or Path.cwd()
+    tool = _pyproject_settings(cwd)
+    source = "--db"
+    if db is None:
+        db, source = os.environ.get(ENV_DB) or None, ENV_DB
+    if db is None:
+        db, source = tool.get("db"), "pyproject.toml"
+    if db is None:
+        source = "none"
+    folder = migrations or os.environ.get(ENV_MIGRATIONS) or tool.get("migrations") \
+        or DEFAULT_MIGRATIONS
+    folder_path = Path(folder)
+    if not folder_path.is_absolute():
+        folder_path = cwd / folder_path
+    return Settings(db=str(db) if db is not None else None, migrations=folder_path, source=source)
+
+
+def _pyproject_settings(cwd: Path) -> dict[str, Any]:
+    path = cwd / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise DSUError(f"cannot read {path}: {err}") from err
+    section = data.get("tool", {}).get("dsustore", {})
+    return section if isinstance(section, dict) else {}
+
+
+def open_db(uri: str | None, *, create: bool = False, read_only: bool = False) -> Any:
+    """Open the ZODB database named by ``uri``; ``create`` allows a new FileStorage."""
+    import ZODB
+
+    if not uri:
+        raise NoDatabaseConfiguredError(
+            "no database given: pass --db URI, set DSUSTORE_DB, or add "
+            '[tool.dsustore] db = "..." to pyproject.toml')
+    storage, dbkw = open_storage(uri, create=create, read_only=read_only)
+    try:
+        return ZODB.DB(storage, **dbkw)
+    except Exception:
+        storage.close()
+        raise
+
+
+def open_storage(uri: str, *, create: bool = False, read_only: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The storage named by ``uri`` and keyword arguments for ``ZODB.DB``."""
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if scheme in ("", "file"):
+        return _file_storage(uri, create=create, read_only=read_only), {}
+    if scheme in ("memory", "mem"):
+        from ZODB.MappingStorage import MappingStorage
+
+        return MappingStorage(), {}
+    if scheme == "zeo":
+        return _zeo_storage(uri, read_only=read_only), {}
+    if scheme in ("postgresql", "postgres"):
+        return _postgres_storage(uri, read_only=read_only), {}
+    return _zodburi_storage(uri)
+
+
+def filestorage_path(uri: str) -> Path | None:
+    """The file a FileStorage URI or path names, None for other schemes."""
+    if "://" not in uri:
+        return Path(uri).expanduser()
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "file":
+        return None
+    return Path(unquote(parts.netloc + parts.path)).expanduser()
+
+
+def _file_storage(uri: str, *, create: bool, read_only: bool) -> Any:
+    from ZODB.FileStorage import FileStorage
+    from zc.lockfile import LockError
+
+    path = filestorage_path(uri)
+    assert path is not None
+    if not path.exists():
+        if not create:
+            raise DatabaseOpenError(f"no database at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.is_file():
+        raise DatabaseOpenError(f"no database at {path} (it is not a file)")
+    elif not os.access(path, os.R_OK):
+        raise DatabaseOpenError(f"database at {path} is not readable")
+    try:
+        return FileStorage(str(path), read_only=read_only)
+    except LockError as err:
+        raise DatabaseLockedError(f"database {path} is locked by another process") from err
+    except OSError as err:
+        raise DatabaseOpenError(f"cannot open database at {path}: {err.strerror or err}") from err
+    except Exception as err:  # a corrupt or foreign file
+        raise DatabaseOpenError(f"cannot open database at {path}: {err}") from err
+
+
+def _zeo_storage(uri: str, *, read_only: bool) -> Any:
+    import ZEO.ClientStorage
+
+    parts = urlsplit(uri)
+    options = dict(parse_qsl(parts.query))
+    if parts.hostname:
+        address: Any = (parts.hostname, parts.port or 8100)
+    else:
+        address = unquote(parts.path)
+    try:
+        return ZEO.ClientStorage.ClientStorage(
+            address, storage=options.get("storage", "1"), read_only=read_only,
+            wait_timeout=float(options.get("wait_timeout", 10)))
+    except Exception as err:
+        raise DatabaseOpenError(f"cannot connect to ZEO server at {uri}: {err}") from err
+
+
+def _postgres_storage(uri: str, *, read_only: bool) -> Any:
+    try:
+        from relstorage.adapters.postgresql import PostgreSQLAdapter
+        from relstorage.options import Options
+        from relstorage.storage import RelStorage
+    except ImportError as err:
+        raise DatabaseOpenError(
+            f"{uri.split(':', 1)[0]}:// needs RelStorage and a PostgreSQL driver "
+            "(pip install 'relstorage[postgresql]')") from err
+    parts = urlsplit(uri)
+    settings = dict(parse_qsl(parts.query))
+    keep_history = settings.pop("keep_history", "true").lower() not in ("0", "false", "no")
+    dsn = parts._replace(query="").geturl()
+    options = Options(keep_history=keep_history, read_only=read_only)
+    try:
+        adapter = PostgreSQLAdapter(dsn=dsn, options=options)
+        return RelStorage(adapter, options=options)
+    except Exception as err:
+        raise DatabaseOpenError(f"cannot open PostgreSQL database {parts.hostname}: {err}") from err
+
+
+def _zodburi_storage(uri: str) -> tuple[Any, dict[str, Any]]:
+    try:
+        import zodburi
+    except ImportError as err:
+        raise DatabaseOpenError(
+            f"unsupported database URI {uri!r}: use a file path, file://, memory://, "
+            "zeo:// or postgresql:// (install zodburi for more schemes)") from err
+    try:
+        factory, dbkw = zodburi.resolve_uri(uri)
+        return factory(), dict(dbkw)
+    except KeyError as err:
+        raise DatabaseOpenError(f"unsupported database URI scheme in {uri!r}") from err
+    except Exception as err:
+        raise DatabaseOpenError(f"cannot open database {uri!r}: {err}") from err
