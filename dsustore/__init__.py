@@ -9,6 +9,37 @@ from __future__ import annotations
 
 from . import mop, policies
 from ._engine import Progress
+from ._lock import LockHeldError, LockLostError, migration_lock
+from ._revisions import RevisionError
+from ._runner import (
+    DatabaseAheadError,
+    DatabaseBehindError,
+    MigrationError,
+    MigrationResult,
+    UpgradeResult,
+    current,
+    downgrade,
+    edited_scripts,
+    ensure_current,
+    pending,
+    stamp,
+    upgrade,
+)
+from ._schema import Drift, draft_operations, schema_drift
+from ._scripts import MigrationScriptError
+from ._snapshots import (
+    RestoreReport,
+    Snapshot,
+    SnapshotConflictError,
+    SnapshotError,
+    UnknownSnapshotError,
+    delete_snapshot,
+    pack,
+    restore,
+    snapshot,
+    snapshots,
+)
+from ._uri import open_db
 from .errors import (
     ClassResolutionError,
     DSUError,
@@ -27,8 +58,16 @@ from .validations import Validation
 __all__ = [
     "ClassResolutionError",
     "DSUError",
+    "DatabaseAheadError",
+    "DatabaseBehindError",
+    "Drift",
     "FieldPolicy",
+    "LockHeldError",
+    "LockLostError",
+    "MigrationError",
     "MigrationPolicy",
+    "MigrationResult",
+    "MigrationScriptError",
     "OperationError",
     "Patch",
     "PatchReport",
@@ -36,10 +75,33 @@ __all__ = [
     "PolicyError",
     "Progress",
     "ReadOnlyStateError",
+    "RestoreReport",
+    "RevisionError",
+    "Snapshot",
+    "SnapshotConflictError",
+    "SnapshotError",
+    "UnknownSnapshotError",
     "UpdateConflictError",
+    "UpgradeResult",
     "Validation",
     "ValidationError",
     "ValidationFailure",
+    "current",
+    "delete_snapshot",
+    "downgrade",
+    "draft_operations",
+    "edited_scripts",
+    "ensure_current",
+    "migration_lock",
     "mop",
+    "open_db",
+    "pack",
+    "pending",
     "policies",
+    "restore",
+    "schema_drift",
+    "snapshot",
+    "snapshots",
+    "stamp",
+    "upgrade",
 ]

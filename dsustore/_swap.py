@@ -51,32 +51,36 @@ class SwappingReader(ObjectReader):
 
 
 def swap_live_objects(db: Any, renames: Mapping[str, str] | None = None) -> int:
-    """After a commit, swap the objects the process holds to the classes of the code.
+    """After a commit, make the objects the process holds take the classes of the code.
 
-    Idle (pooled) connections are swapped at once: no thread uses them. Connections
-    in use get the swapping reader and are swapped object by object when ZODB
-    reloads what the commit invalidated, in their own thread. Returns how many
-    cached objects were swapped at once.
+    Every connection gets the swapping reader, so an object is swapped when ZODB
+    reloads it, in the thread that owns it. Idle (pooled) connections also drop
+    their cached objects of a changed class to ghosts now, so their next use
+    reloads and swaps them. (Assigning ``__class__`` to a persistent object outside
+    a load would load or register it; a load is the one safe moment.) Returns how
+    many cached objects were ghosted.
     """
     renames = dict(renames or {})
     idle = {id(conn) for _, conn in db.pool.available}
-    swapped = 0
+    ghosted = 0
     for conn in list(db.pool.all):
         if not isinstance(conn._reader, SwappingReader):
             conn._reader = SwappingReader(conn, conn._cache, db.classFactory)
         if id(conn) not in idle:
             continue
         current: dict[type, type | None] = {}
-        for _oid, obj in conn._cache.items():
+        stale = []
+        for oid, obj in conn._cache.items():
             klass = type(obj)
             if klass not in current:
                 name = f"{klass.__module__}.{klass.__qualname__}"
                 current[klass] = resolve(renames.get(name, name))
             target = current[klass]
             if target is not None and target is not klass:
-                swap_class(obj, target)
-                swapped += 1
-    return swapped
+                stale.append(oid)
+        conn._cache.invalidate(stale)
+        ghosted += len(stale)
+    return ghosted
 
 
 def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None:

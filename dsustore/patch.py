@@ -139,6 +139,7 @@ class Patch:
         self._conn: Any = None
         self._old_conn: Any = None
         self._at: bytes | None = None
+        self.report: PatchReport | None = None
 
     # -- transaction handling (paper: beginTransaction, commit, rollback) ------
 
@@ -160,7 +161,8 @@ class Patch:
             while True:
                 attempt += 1
                 try:
-                    return self._run(attempt)
+                    self.report = self._run(attempt)
+                    return self.report
                 except ConflictError as err:
                     self._close(abort=True)
                     if self.on_conflict == "retry" and attempt <= self.retries:
@@ -175,6 +177,10 @@ class Patch:
         finally:
             self._close(abort=True)
             self._state = "done"
+            if self.report is not None and self.report.committed:
+                # after closing, so the patch's own pooled connection is swapped too
+                swap_live_objects(self.db, {op.old_name: op.new_name for op in self._operations
+                                            if isinstance(op, RenameClass)})
 
     def rollback(self) -> None:
         """Discard the patch; nothing it recorded reaches the database."""
@@ -350,8 +356,6 @@ class Patch:
         report.committed = True
         report.tid_after = tid_repr(_committed_tid(conn, self.db))
         report.duration = time.monotonic() - started
-        swap_live_objects(self.db, {op.old_name: op.new_name for op in self._operations
-                                    if isinstance(op, RenameClass)})
         log.info("patch committed: %d objects migrated in %.2fs",
                  report.objects_migrated, report.duration)
         return report

@@ -1,0 +1,256 @@
+"""The real ``dsustore`` console script, run in subprocesses against FileStorage databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ZODB
+from conftest import storage_image
+from ZODB.FileStorage import FileStorage
+
+import shopmodels
+from dsustore.cli import EXIT_LOCKED, EXIT_PENDING
+
+TESTS = Path(__file__).parent
+
+MIGRATION = '''\
+"""add email to users"""
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade(patch):
+    patch.add_field("shopmodels.User", "email", "nobody@example.com")
+
+
+def downgrade(patch):
+    patch.remove_field("shopmodels.User", "email")
+'''
+
+
+def run(cwd: Path, *args: str, executable: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    env.pop("DSUSTORE_DB", None)
+    command = executable or [sys.executable, "-m", "dsustore.cli"]
+    return subprocess.run([*command, "--db", "Data.fs", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *, code: int | None = None) -> str:
+    assert result.returncode != 0
+    if code is not None:
+        assert result.returncode == code
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dsustore: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A folder with a shop database and an initialised, empty migrations folder."""
+    db = ZODB.DB(FileStorage(str(tmp_path / "Data.fs")))
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    db.close()
+    assert run(tmp_path, "init").returncode == 0
+    return tmp_path
+
+
+def image(folder: Path) -> dict:
+    db = ZODB.DB(FileStorage(str(folder / "Data.fs"), read_only=True))
+    try:
+        return storage_image(db)
+    finally:
+        db.close()
+
+
+def test_init_creates_migrations_folder(tmp_path):
+    """init makes the folder with a README and prints the pyproject hint."""
+    result = run(tmp_path, "init")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "migrations" / "README.md").exists()
+    assert "[tool.dsustore]" in result.stdout
+
+
+def test_revision_writes_a_script(project):
+    """revision -m writes a numbered script that lists as the head."""
+    result = run(project, "revision", "-m", "add email")
+    assert result.returncode == 0, result.stderr
+    assert (project / "migrations" / "0001_add_email.py").exists()
+    assert run(project, "heads").stdout.split() == ["0001"]
+
+
+def test_upgrade_applies_and_status_check_reports_pending(project):
+    """status --check exits 3 while a migration is pending, upgrade applies it, then 0."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    assert run(project, "status", "--check").returncode == EXIT_PENDING
+    result = run(project, "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "0001" in result.stdout
+    assert run(project, "status", "--check").returncode == 0
+    assert run(project, "current").stdout.strip() == "0001"
+    db = ZODB.DB(FileStorage(str(project / "Data.fs"), read_only=True))
+    with db.transaction() as conn:
+        assert conn.root()["users"]["user1"].email == "nobody@example.com"
+    db.close()
+
+
+def test_plan_lists_operations_without_writing(project):
+    """plan prints each pending migration's operations and changes nothing."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    before = image(project)
+    result = run(project, "plan")
+    assert result.returncode == 0, result.stderr
+    assert "add_field(shopmodels.User, 'email'" in result.stdout
+    assert image(project) == before
+
+
+def test_scan_prints_counts_and_json(project):
+    """scan prints instance counts per class; --json gives the same as data."""
+    result = run(project, "scan")
+    assert result.returncode == 0, result.stderr
+    assert "shopmodels.User" in result.stdout
+    data = json.loads(run(project, "--json", "scan").stdout)
+    assert data["classes"]["shopmodels.User"] == 4
+    assert data["classes"]["shopmodels.Admin"] == 1
+
+
+def test_verify_passes_on_a_sound_database(project):
+    """verify finds no broken classes or dangling references in a sound database."""
+    result = run(project, "--json", "verify")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+
+
+def test_snapshot_create_list_restore(project):
+    """A snapshot taken before an upgrade restores the data as it was."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    assert run(project, "snapshot", "create", "before").returncode == 0
+    assert run(project, "upgrade").returncode == 0
+    listed = json.loads(run(project, "--json", "snapshot", "list").stdout)
+    assert [s["name"] for s in listed] == ["before"]
+    result = run(project, "snapshot", "restore", "before")
+    assert result.returncode == 0, result.stderr
+    assert "before-restore-before" in result.stdout
+    assert run(project, "status", "--check").returncode == EXIT_PENDING
+    db = ZODB.DB(FileStorage(str(project / "Data.fs"), read_only=True))
+    with db.transaction() as conn:
+        assert not hasattr(conn.root()["users"]["user1"], "email")
+    db.close()
+
+
+def test_installed_console_script_runs(project):
+    """The dsustore executable installed next to the interpreter works."""
+    exe = Path(sys.executable).parent / "dsustore"
+    result = run(project, "scan", executable=[str(exe)])
+    assert result.returncode == 0, result.stderr
+    assert "shopmodels.User" in result.stdout
+
+
+def test_help_documents_exit_codes(tmp_path):
+    """--help lists the exit codes."""
+    result = subprocess.run([sys.executable, "-m", "dsustore.cli", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "exit codes" in result.stdout and "pending migrations" in result.stdout
+
+
+# -- bad input: one line, non-zero, database untouched --------------------------------
+
+
+def test_syntax_error_in_migration(project):
+    """A migration with a syntax error is reported in one line and nothing is written."""
+    (project / "migrations" / "0001_broken.py").write_text('revision = "0001"\ndown_revision = None\ndef upgrade(patch:\n')
+    before = image(project)
+    line = assert_one_line_error(run(project, "upgrade"), code=1)
+    assert "0001_broken.py" in line
+    assert image(project) == before
+
+
+def test_missing_revision_in_migration(project):
+    """A script without ``revision`` is refused in one line."""
+    (project / "migrations" / "0001_norev.py").write_text('"""x"""\ndown_revision = None\ndef upgrade(patch):\n    pass\n')
+    before = image(project)
+    line = assert_one_line_error(run(project, "upgrade"), code=1)
+    assert "revision" in line
+    assert image(project) == before
+
+
+def test_unknown_target(project):
+    """Upgrading to a revision no script declares fails cleanly."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    before = image(project)
+    line = assert_one_line_error(run(project, "upgrade", "nope"), code=1)
+    assert "nope" in line
+    assert image(project) == before
+
+
+def test_missing_database_is_not_created(tmp_path):
+    """A missing database file is an error, and the command does not create it."""
+    line = assert_one_line_error(run(tmp_path, "scan"), code=1)
+    assert "no database at Data.fs" in line
+    assert not (tmp_path / "Data.fs").exists()
+
+
+def test_locked_database(project):
+    """A database another process holds open gives exit code 4 and one line."""
+    held = FileStorage(str(project / "Data.fs"))
+    try:
+        line = assert_one_line_error(run(project, "scan"), code=EXIT_LOCKED)
+        assert "locked by another process" in line
+    finally:
+        held.close()
+
+
+def test_unknown_snapshot(project):
+    """Restoring a snapshot that does not exist fails in one line, JSON facts on request."""
+    before = image(project)
+    line = assert_one_line_error(run(project, "snapshot", "restore", "nope"), code=1)
+    assert "no snapshot named 'nope'" in line
+    result = run(project, "--json", "snapshot", "restore", "nope")
+    assert json.loads(result.stdout)["error"] == "UnknownSnapshotError"
+    assert image(project) == before
+
+
+def test_usage_error_exit_code(project):
+    """An unknown command is a usage error (exit 2) in one line."""
+    assert_one_line_error(run(project, "frobnicate"), code=2)
+
+
+def test_progress_reporter_draws_a_bar_on_a_tty_and_lines_elsewhere():
+    """On a TTY the line is redrawn with \\r; in a log each report is its own line."""
+    import io
+
+    from dsustore import Progress
+    from dsustore._progress import ProgressReporter
+
+    tty = io.StringIO()
+    reporter = ProgressReporter(tty, tty=True, interval=0)
+    reporter(Progress("migrate", scanned=50, migrated=10, total=100, elapsed=1.0))
+    reporter.close()
+    assert tty.getvalue().startswith("\r[") and "50%" in tty.getvalue() and "ETA 1s" in tty.getvalue()
+    log = io.StringIO()
+    reporter = ProgressReporter(log, tty=False, interval=0)
+    reporter(Progress("migrate", scanned=100, migrated=10, total=100, elapsed=2.0))
+    assert log.getvalue() == "migrate: 100/100 scanned, 10 migrated, 50/s, ETA 0s\n"
+
+
+def test_database_from_pyproject_and_environment(project):
+    """Without --db the database comes from DSUSTORE_DB, else from [tool.dsustore] in pyproject.toml."""
+    (project / "pyproject.toml").write_text('[tool.dsustore]\ndb = "Data.fs"\nmigrations = "migrations"\n')
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    env.pop("DSUSTORE_DB", None)
+    command = [sys.executable, "-m", "dsustore.cli", "--json", "scan"]
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    env["DSUSTORE_DB"] = str(project / "Other.fs")
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert "no database at" in result.stderr and "Other.fs" in result.stderr
