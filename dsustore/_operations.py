@@ -40,8 +40,9 @@ class Operation:
         return None
 
     def targets(self) -> tuple[str, ...]:
-        """Dotted names of the classes the operation applies to."""
-        return ()
+        """Dotted names of the classes the operation applies to (its own class by default)."""
+        class_name = getattr(self, "class_name", None)
+        return (class_name,) if class_name else ()
 
     def prepare(self, ctx: Context) -> None:
         """Class-level checks and work, before any instance is migrated."""
@@ -107,9 +108,6 @@ class ChangeSuperclass(Operation):
         policy = f", policy={as_policy(self.policy).describe()}" if self.policy else ""
         return f"change_superclass({self.class_name}, {self.superclass}{policy})"
 
-    def targets(self) -> tuple[str, ...]:
-        return (self.class_name,)
-
     def prepare(self, ctx: Context) -> None:
         cls = require(self.class_name, operation=self.describe())
         base = require(self.superclass, operation=self.describe())
@@ -144,9 +142,6 @@ class RemoveClass(Operation):
     def describe(self) -> str:
         return f"remove_class({self.class_name})"
 
-    def targets(self) -> tuple[str, ...]:
-        return (self.class_name,)
-
 
 @dataclass(frozen=True)
 class AddField(Operation):
@@ -169,9 +164,6 @@ class AddField(Operation):
     def reverse(self) -> Operation | None:
         return RemoveField(self.class_name, self.field)
 
-    def targets(self) -> tuple[str, ...]:
-        return (self.class_name,)
-
     def apply(self, inst: StoredInstance, ctx: Context) -> None:
         _set_field(inst, self.policy, self.field, ctx, keep_existing=self.keep_existing)
 
@@ -190,9 +182,6 @@ class RemoveField(Operation):
 
     def describe(self) -> str:
         return f"remove_field({self.class_name}, {self.field!r})"
-
-    def targets(self) -> tuple[str, ...]:
-        return (self.class_name,)
 
     def apply(self, inst: StoredInstance, ctx: Context) -> None:
         inst.fields.pop(self.field, None)
@@ -220,9 +209,6 @@ class RenameField(Operation):
     def reverse(self) -> Operation | None:
         return RenameField(self.class_name, self.new, self.old)
 
-    def targets(self) -> tuple[str, ...]:
-        return (self.class_name,)
-
     def apply(self, inst: StoredInstance, ctx: Context) -> None:
         fields = inst.fields
         if self.old in fields:
@@ -248,9 +234,6 @@ class MigrateInstances(Operation):
 
     def describe(self) -> str:
         return f"migrate_instances({self.class_name}, {self.policy.describe()})"
-
-    def targets(self) -> tuple[str, ...]:
-        return (self.class_name,)
 
     def apply(self, inst: StoredInstance, ctx: Context) -> None:
         field_name = self.policy.field if isinstance(self.policy, FieldPolicy) else None
