@@ -39,7 +39,6 @@ from .errors import (
     OperationError,
     PolicyError,
     ReadOnlyStateError,
-    format_oid,
 )
 from .validations import SystemValidation, Validation
 
@@ -187,11 +186,7 @@ class MigrationPass(Context):
             try:
                 op.apply(inst, self)
             except DSUError as err:
-                err.operation = err.operation or op.describe()
-                err.class_name = err.class_name or plan.stored_name
-                err.oid = err.oid or format_oid(oid)
-                err.args = (err._render(),)
-                raise
+                raise err.add_context(operation=op.describe(), class_name=plan.stored_name, oid=oid)
             except Exception as err:
                 raise PolicyError(
                     f"{type(err).__name__}: {err}",
@@ -220,10 +215,7 @@ class MigrationPass(Context):
         try:
             new = self.codec.encode(meta, state)
         except ClassResolutionError as err:
-            err.oid = format_oid(oid)
-            err.reason = f"{err.reason} (its record refers to a renamed class)"
-            err.args = (err._render(),)
-            raise
+            raise err.add_context(oid=oid, note="its record refers to a renamed class")
         if new == data:
             return False
         self._write(oid, tid, new)
@@ -310,17 +302,6 @@ class MigrationPass(Context):
         for oid, name in removed.items():
             if oid not in referenced:
                 self.result.unreferenced[name] += 1
-
-    def new_records(self):
-        """Current records of the namespace being built: the storage overlaid with this patch's writes."""
-        tmp = self.conn._storage
-        for oid, tid, data in current_records(self.storage, at=self.at):
-            if oid in tmp.index:
-                data, tid = tmp.load(oid)
-            yield oid, tid, data
-        for oid in tmp.creating:
-            data, tid = tmp.load(oid)
-            yield oid, tid, data
 
     def system_validations(self) -> list[Validation]:
         """The validations dsustore always runs, from what the pass found."""

@@ -78,6 +78,16 @@ class DSUError(Exception):
     def with_migration(self, migration: str) -> DSUError:
         """Attach the migration id once the script runner knows it."""
         self.migration = migration
+        return self.add_context()
+
+    def add_context(self, *, operation: str | None = None, class_name: str | None = None,
+                    oid: bytes | int | None = None, note: str | None = None) -> DSUError:
+        """Fill in facts a lower layer did not know, keeping those it gave; re-render."""
+        self.operation = self.operation or operation
+        self.class_name = self.class_name or class_name
+        self.oid = self.oid or format_oid(oid)
+        if note:
+            self.reason = f"{self.reason} ({note})"
         self.args = (self._render(),)
         return self
 
