@@ -25,7 +25,7 @@ from typing import Any
 from persistent import Persistent
 from ZODB.broken import Broken
 from ZODB.POSException import POSKeyError
-from ZODB.serialize import referencesf
+from ZODB.serialize import ObjectReader, referencesf
 from ZODB.utils import z64
 
 from ._classes import resolve, split_name
@@ -111,6 +111,10 @@ class MigrationPass(Context):
         self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
         self.codec = RecordCodec(connection, self.renames, removed=self.removed)
         self.old_codec = RecordCodec(old_connection, self.renames)
+        # the old namespace loads objects of renamed classes under their new names
+        old_connection._reader = ObjectReader(
+            old_connection, old_connection._cache,
+            lambda _conn, module, name: self.old_codec.find_global(module, name))
         self.result = PassResult()
         self._plans: dict[bytes, _Plan] = {}
         self._started = time.monotonic()

@@ -46,3 +46,9 @@ def snapshot_tid(connection: Any) -> bytes:
     if before is not None:
         return p64(u64(before) - 1)
     return connection.db().lastTransaction()
+
+
+def committed_tid(connection: Any) -> bytes:
+    """The id of the transaction a connection has just committed."""
+    ltid = getattr(connection._normal_storage, "_ltid", None)
+    return ltid or connection.db().lastTransaction()

@@ -25,7 +25,7 @@ from typing import Any
 import transaction as transaction_module
 
 from ._classes import ClassDef, ClassRef, create_class, dotted_name, read_class_definition, resolve
-from ._namespace import Namespace, snapshot_tid
+from ._namespace import Namespace, committed_tid, snapshot_tid
 from ._record import class_key, class_name_of
 from ._scan import current_records
 from ._swap import swap_live_objects, swap_objects
@@ -166,6 +166,6 @@ def replace_namespace(namespace: Namespace, *,
         sys.modules.update(modules)
     conn = namespace.connection
     conn.transaction_manager.commit()
-    tid = getattr(conn._normal_storage, "_ltid", None) or conn.db().lastTransaction()
+    tid = committed_tid(conn)
     swap_live_objects(conn.db())
     return tid

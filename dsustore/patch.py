@@ -25,7 +25,7 @@ from ZODB.utils import tid_repr
 
 from ._classes import ClassRef, dotted_name
 from ._engine import MigrationPass, Progress
-from ._namespace import Namespace, snapshot_tid
+from ._namespace import Namespace, committed_tid, snapshot_tid
 from ._operations import (
     AddClass,
     AddField,
@@ -200,7 +200,7 @@ class Patch:
         if exc_type is not None:
             self.rollback()
             return
-        self.report = self.commit()
+        self.commit()
 
     # -- operations (paper: Figure 2) -------------------------------------------
 
@@ -318,7 +318,6 @@ class Patch:
             at=self._at, old_ns=self._old_ns, new_ns=self._new_ns,
             operations=self._operations, batch_size=self.batch_size, progress=self.progress,
         )
-        _use_renaming_reader(self._old_conn, migration.old_codec)
         for op in self._operations:
             try:
                 op.prepare(migration)
@@ -354,7 +353,7 @@ class Patch:
         with (self.commit_gate() if self.commit_gate else nullcontext()):
             tm.commit()
         report.committed = True
-        report.tid_after = tid_repr(_committed_tid(conn, self.db))
+        report.tid_after = tid_repr(committed_tid(conn))
         report.duration = time.monotonic() - started
         log.info("patch committed: %d objects migrated in %.2fs",
                  report.objects_migrated, report.duration)
@@ -383,16 +382,3 @@ def _abort(tm: Any) -> None:
         tm.abort()
     except NoTransaction:  # already committed or aborted
         pass
-
-
-def _committed_tid(conn: Any, db: Any) -> bytes:
-    ltid = getattr(conn._normal_storage, "_ltid", None)
-    return ltid if ltid else db.lastTransaction()
-
-
-def _use_renaming_reader(conn: Any, codec: Any) -> None:
-    """Let the old namespace load objects of renamed classes under their new names."""
-    from ZODB.serialize import ObjectReader
-
-    conn._reader = ObjectReader(conn, conn._cache, lambda _conn, module, name: codec.find_global(module, name))
-
