@@ -14,6 +14,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
+from ZODB.broken import Broken
+
 from .errors import ClassResolutionError
 
 ClassRef = type | str
@@ -56,8 +58,6 @@ def resolve(name: str) -> type | None:
             return None
     if not isinstance(obj, type) or getattr(obj, "__module__", None) is None:
         return None
-    from ZODB.broken import Broken
-
     if issubclass(obj, Broken):
         return None
     return obj
