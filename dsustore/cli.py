@@ -12,7 +12,8 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,31 +160,19 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, int]:
     folder = settings.migrations
     command = args.command
     if command == "revision":
-        db = _open(settings.db, command) if args.autogenerate else None
-        try:
+        with _database(settings.db, command, wanted=args.autogenerate) as db:
             return commands.revision(folder, args.message, autogenerate=args.autogenerate, db=db,
                                      revision_id=args.rev_id), EXIT_OK
-        finally:
-            _close(db)
     if command == "heads":
         return commands.heads(folder), EXIT_OK
     if command == "history":
-        db = _open(settings.db, command) if settings.db else None
-        try:
+        with _database(settings.db, command, wanted=bool(settings.db)) as db:
             return commands.history(folder, db=db), EXIT_OK
-        finally:
-            _close(db)
     if command == "init":
-        db = _open(settings.db, command) if settings.db else None
-        try:
+        with _database(settings.db, command, wanted=bool(settings.db)) as db:
             return commands.init(folder, db=db), EXIT_OK
-        finally:
-            _close(db)
-    db = _open(settings.db, command)
-    try:
+    with _database(settings.db, command) as db:
         return _with_db(args, db, folder)
-    finally:
-        _close(db)
 
 
 def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]:
@@ -228,9 +217,15 @@ def _open(uri: str | None, command: str) -> Any:
     return open_db(uri, create=command in _CREATING)
 
 
-def _close(db: Any) -> None:
-    if db is not None:
-        db.close()
+@contextmanager
+def _database(uri: str | None, command: str, *, wanted: bool = True) -> Iterator[Any]:
+    """The command's database, opened only when it needs one, and always closed."""
+    db = _open(uri, command) if wanted else None
+    try:
+        yield db
+    finally:
+        if db is not None:
+            db.close()
 
 
 def _progress(args: argparse.Namespace) -> Any:
