@@ -76,6 +76,11 @@ class StoredInstance:
             return self._obj.__getstate__()
         return self._state
 
+    def stores(self, name: str) -> bool:
+        """Whether the state to store holds ``name`` itself (class defaults aside)."""
+        state = self.final_state()
+        return isinstance(state, dict) and name in state
+
     def has_field(self, name: str) -> bool:
         """Whether the object will have ``name``: in its state or as a class default."""
         state = self.final_state()

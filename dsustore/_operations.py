@@ -187,10 +187,7 @@ class RemoveField(Operation):
         inst.fields.pop(self.field, None)
 
     def broken_promise(self, inst: StoredInstance) -> str | None:
-        state = inst.final_state()
-        if isinstance(state, dict) and self.field in state:
-            return f"still has field {self.field!r}"
-        return None
+        return f"still has field {self.field!r}" if inst.stores(self.field) else None
 
 
 @dataclass(frozen=True)
@@ -215,8 +212,7 @@ class RenameField(Operation):
             fields[self.new] = fields.pop(self.old)
 
     def broken_promise(self, inst: StoredInstance) -> str | None:
-        state = inst.final_state()
-        if isinstance(state, dict) and self.old in state:
+        if inst.stores(self.old):
             return f"still has field {self.old!r}"
         if not inst.has_field(self.new):
             return f"has no field {self.new!r}"
