@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from persistent import Persistent
 from ZODB.broken import Broken
-from ZODB.POSException import POSKeyError
+from ZODB.POSException import ConflictError, POSKeyError
 from ZODB.serialize import ObjectReader, referencesf
 from ZODB.utils import z64
 
@@ -32,6 +32,7 @@ from ._classes import resolve, split_name
 from ._instance import StoredInstance
 from ._operations import Context, Operation, RemoveClass, RenameClass, matches
 from ._record import RecordCodec, class_key, class_name_of, class_of_meta, key_of
+from ._savepoints import FrozenStore
 from ._scan import current_records
 from .errors import (
     ClassResolutionError,
@@ -39,6 +40,7 @@ from .errors import (
     OperationError,
     PolicyError,
     ReadOnlyStateError,
+    ValidationError,
 )
 from .validations import SystemValidation, Validation
 
@@ -89,11 +91,19 @@ class _Plan:
 
 
 class MigrationPass(Context):
-    """Runs the per-instance operations of one patch over the whole database."""
+    """Runs the per-instance operations of one patch stage over the whole database.
+
+    A patch in several stages runs one pass per stage, all in the same transaction:
+    a later stage reads each record as the earlier stages left it in the savepoint
+    storage (``frozen``, the store as it was when the stage began), and its old
+    namespace shows that state too.
+    """
 
     def __init__(self, *, storage: Any, connection: Any, old_connection: Any, at: bytes,
                  old_ns: Any, new_ns: Any, operations: list[Operation], batch_size: int,
-                 progress: Callable[[Progress], None] | None) -> None:
+                 progress: Callable[[Progress], None] | None, frozen: FrozenStore | None = None,
+                 label: str | None = None, old_renames: dict[tuple[str, str], tuple[str, str]]
+                 | None = None) -> None:
         self.storage = storage
         self.conn = connection
         self.old_conn = old_connection
@@ -102,6 +112,8 @@ class MigrationPass(Context):
         self.new_ns = new_ns
         self.batch_size = batch_size
         self.progress = progress
+        self.frozen = frozen
+        self.phase = f"migrate {label}" if label else "migrate"
         self.operations = [op for op in operations if op.per_instance]
         self.renames = {
             split_name(op.old_name): split_name(op.new_name)
@@ -110,13 +122,16 @@ class MigrationPass(Context):
         self.needles = [key_of(op.old_name) + b"\n" for op in operations if isinstance(op, RenameClass)]
         self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
         self.codec = RecordCodec(connection, self.renames, removed=self.removed)
-        self.old_codec = RecordCodec(old_connection, self.renames)
+        self.old_codec = RecordCodec(old_connection, {**(old_renames or {}), **self.renames})
         # the old namespace loads objects of renamed classes under their new names
         old_connection._reader = ObjectReader(
             old_connection, old_connection._cache,
             lambda _conn, module, name: self.old_codec.find_global(module, name))
         self.result = PassResult()
         self._plans: dict[bytes, _Plan] = {}
+        self._created: set[str] = set()
+        #: oids of objects changed through the new namespace (by policies or user code)
+        self.flushed: set[bytes] = set()
         self._started = time.monotonic()
 
     # -- the walk -------------------------------------------------------------
@@ -124,35 +139,31 @@ class MigrationPass(Context):
     def run(self) -> PassResult:
         tmp = self.conn._storage
         index = tmp.index
+        frozen = self.frozen
+        stage_start = tmp.position
         cache = self.conn._cache
         result = self.result
         total = _length(self.storage)
         report_every = max(self.batch_size, 1)
         since_batch = 0
-        for oid, tid, data in current_records(self.storage, at=self.at):
+        created_before = len(tmp.creating)
+        for oid, tid, original in self._records():
             result.scanned += 1
             if result.scanned % report_every == 0:
-                self._report("migrate", total)
-            key = class_key(data)
-            plan = self._plans.get(key)
-            if plan is None:
-                plan = self._plans[key] = self._plan(data)
-            if plan.removed:
-                result.removed_instances[plan.stored_name].append(oid)
-                continue
-            if plan.ops is None and not (self.needles and any(n in data for n in self.needles)):
-                continue
+                self._report(total)
             cached = cache.get(oid)
             if cached is not None and cached._p_changed:
                 self._flush()
-            original = data
-            if oid in index:
-                data, tid = tmp.load(oid)
-            if plan.ops is None:
-                written = self._rewrite_references(oid, tid, data)
-            else:
-                written = self._migrate(oid, tid, data, original, plan)
-            if written and cached is not None:
+            data, current_tid = original, tid
+            position = index.get(oid)
+            if position is not None and (frozen is None or position >= stage_start):
+                # changed through the new namespace during this stage: migrate that state
+                data, current_tid = tmp.load(oid)
+            written = self.migrate_record(oid, current_tid, data, original)
+            if written is None:
+                continue
+            self._write(oid, current_tid, written)
+            if cached is not None:
                 cache.invalidate(oid)
             since_batch += 1
             if since_batch >= self.batch_size:
@@ -160,10 +171,50 @@ class MigrationPass(Context):
                 self._end_batch()
         self._flush()
         self._check_old_namespace_untouched()
-        self._report("migrate", total, final=True)
+        self._report(total, final=True)
+        self._note_created_classes(tmp, created_before)
         if any(self.result.removed_instances.values()):
             self._find_references_to_removed()
         return result
+
+    def _records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """Every record as this stage starts from it: stored, or as earlier stages left it."""
+        frozen = self.frozen
+        for oid, tid, data in current_records(self.storage, at=self.at):
+            if frozen is not None and oid in frozen:
+                data, tid = frozen.load(oid)
+            yield oid, tid, data
+        if frozen is not None:  # objects earlier stages created exist only in the savepoint
+            for oid in frozen.created:
+                if oid in frozen:
+                    data, tid = frozen.load(oid)
+                    yield oid, tid, data
+
+    def migrate_record(self, oid: bytes, tid: bytes, data: bytes, original: bytes) -> bytes | None:
+        """The record this stage makes of ``data`` (``original``: its state before the
+        stage, for the old view), or None when the stage leaves it as it is."""
+        key = class_key(data)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(data)
+        if plan.removed:
+            self.result.removed_instances[plan.stored_name].append(oid)
+            return None
+        if plan.ops is None:
+            if not (self.needles and any(n in data for n in self.needles)):
+                return None
+            return self._rewrite_references(oid, data)
+        return self._migrate(oid, tid, data, original, plan)
+
+    @property
+    def classes(self) -> set[str]:
+        """Names of the classes with instances after this stage."""
+        return {plan.new_name for plan in self._plans.values() if not plan.removed} | self._created
+
+    def _note_created_classes(self, tmp: Any, created_before: int) -> None:
+        for oid in list(tmp.creating)[created_before:]:
+            if oid in tmp.index:
+                self._created.add(class_name_of(tmp.load(oid)[0]))
 
     def _plan(self, data: bytes) -> _Plan:
         stored = class_name_of(data)
@@ -175,7 +226,7 @@ class MigrationPass(Context):
         removed = stored in self.removed or new in self.removed
         return _Plan(stored, new, klass, ops if ops or new != stored else None, removed)
 
-    def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan) -> bool:
+    def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan) -> bytes:
         meta, state = self.codec.decode(data)
         klass = class_of_meta(meta)
         if issubclass(klass, Broken):
@@ -210,21 +261,19 @@ class MigrationPass(Context):
                     f"the migrated state does not load: {type(err).__name__}: {err}",
                     class_name=plan.new_name, oid=oid,
                 ) from err
-        self._write(oid, tid, self.codec.encode(meta, final))
         self.result.migrated[plan.new_name] += 1
-        return True
+        return self.codec.encode(meta, final)
 
-    def _rewrite_references(self, oid: bytes, tid: bytes, data: bytes) -> bool:
+    def _rewrite_references(self, oid: bytes, data: bytes) -> bytes | None:
         meta, state = self.codec.decode(data)
         try:
             new = self.codec.encode(meta, state)
         except ClassResolutionError as err:
             raise err.add_context(oid=oid, note="its record refers to a renamed class")
         if new == data:
-            return False
-        self._write(oid, tid, new)
+            return None
         self.result.references_rewritten += 1
-        return True
+        return new
 
     def _write(self, oid: bytes, tid: bytes, data: bytes) -> None:
         self.conn._storage.store(oid, tid, data, "", None)
@@ -244,6 +293,8 @@ class MigrationPass(Context):
         conn = self.conn
         if not conn._registered_objects:
             return
+        self.flushed.update(obj._p_oid for obj in conn._registered_objects
+                            if obj._p_oid is not None)
         conn._creating.clear()
         conn._commit(None)
         conn._storage.creating.update(conn._creating)
@@ -264,11 +315,11 @@ class MigrationPass(Context):
                 class_name=f"{type(obj).__module__}.{type(obj).__qualname__}", oid=obj._p_oid,
             )
 
-    def _report(self, phase: str, total: int | None, *, final: bool = False) -> None:
+    def _report(self, total: int | None, *, final: bool = False) -> None:
         if self.progress is None:
             return
         scanned = self.result.scanned
-        self.progress(Progress(phase, scanned, sum(self.result.migrated.values()),
+        self.progress(Progress(self.phase, scanned, sum(self.result.migrated.values()),
                                scanned if final else total, time.monotonic() - self._started))
 
     # -- removed classes ------------------------------------------------------
@@ -321,6 +372,51 @@ class MigrationPass(Context):
             "migrated objects reference objects whose class does not import",
             self.result.broken_references))
         return checks
+
+
+def catch_up(passes: list[MigrationPass], storage: Any, changed: Iterable[bytes],
+             user_changed: set[bytes]) -> int:
+    """Migrate what other transactions committed while the passes ran; returns how many.
+
+    Each changed object is read as last committed and put through every stage in
+    order, so the single commit that follows writes it migrated from its latest
+    state instead of failing with a conflict or leaving an object the application
+    created meanwhile in the old shape. An object that both the application and the
+    update's own code (a policy writing through the new namespace) changed is a real
+    conflict. Application validations are not run again: they saw the state the
+    passes built, and this adds only what arrived meanwhile.
+    """
+    tmp = passes[0].conn._storage
+    cache = passes[0].conn._cache
+    failures_before = [_failure_count(p.result) for p in passes]
+    count = 0
+    for oid in changed:
+        try:
+            data, tid = storage.load(oid)
+        except POSKeyError:  # deleted meanwhile (packed or undone)
+            continue
+        if oid in user_changed or any(oid in p.flushed for p in passes):
+            raise ConflictError(oid=oid)
+        touched = False
+        for migration in passes:
+            new = migration.migrate_record(oid, tid, data, data)
+            if new is not None:
+                data, touched = new, True
+                if migration.codec.take_broken_references():
+                    migration.result.broken_references.append(oid)
+        if touched or oid in tmp.index:
+            tmp.store(oid, tid, data, "", None)
+            cache.invalidate(oid)
+            count += 1
+    for migration, before in zip(passes, failures_before):
+        if _failure_count(migration.result) != before:
+            raise ValidationError([check.failure() for check in migration.system_validations()
+                                   if check.flagged_count])
+    return count
+
+
+def _failure_count(result: PassResult) -> int:
+    return sum(map(len, result.promise_failures.values())) + len(result.broken_references)
 
 
 def _length(storage: Any) -> int | None:

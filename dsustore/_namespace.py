@@ -52,3 +52,35 @@ def committed_tid(connection: Any) -> bytes:
     """The id of the transaction a connection has just committed."""
     ltid = getattr(connection._normal_storage, "_ltid", None)
     return ltid or connection.db().lastTransaction()
+
+
+class _OverlaidStorage:
+    """A connection's storage whose loads read a frozen savepoint store first."""
+
+    def __init__(self, storage: Any, frozen: Any) -> None:
+        self._storage = storage
+        self._frozen = frozen
+
+    def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
+        if oid in self._frozen:
+            return self._frozen.load(oid)
+        return self._storage.load(oid)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def overlay(connection: Any, frozen: Any) -> None:
+    """Make a (historical) connection see the uncommitted writes ``frozen`` holds.
+
+    A later stage of a patch reads the state the earlier stages built, which exists
+    only in the patch's savepoint storage until the single commit.
+    """
+    connection._storage = _OverlaidStorage(connection._storage, frozen)
+
+
+def remove_overlay(connection: Any) -> None:
+    """Undo :func:`overlay` before the connection goes back to its pool."""
+    storage = connection._storage
+    if isinstance(storage, _OverlaidStorage):
+        connection._storage = storage._storage

@@ -52,6 +52,20 @@ class AppendingTmpStore(TmpStore):
         self._at_end = False
         super().storeBlob(*args, **kw)
 
+    def read_at(self, position: int) -> tuple[bytes, bytes]:
+        """(data, serial) of the record written at ``position``."""
+        self._at_end = False
+        file = self._file
+        file.seek(position)
+        oid_length = u64(file.read(8))
+        file.read(oid_length)
+        serial = file.read(8)
+        return file.read(u64(file.read(8))), serial
+
+    def frozen(self) -> FrozenStore:
+        """What this store holds now, readable later even after more is appended."""
+        return FrozenStore(self)
+
     def records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
         """The latest (oid, serial, data) of every stored object, read in file order.
 
@@ -72,6 +86,27 @@ class AppendingTmpStore(TmpStore):
             length = u64(read(8))
             yield oid, serial, read(length)
             where = position + 24 + oid_length + length
+
+
+class FrozenStore:
+    """The savepoint storage as it was at one moment.
+
+    A patch in stages reads the state each stage started from (its old namespace)
+    through this: the store only ever appends, so a copy of its index at that moment
+    keeps pointing at the records as they were.
+    """
+
+    def __init__(self, store: AppendingTmpStore) -> None:
+        self._store = store
+        self.index = dict(store.index)
+        self.created = list(store.creating)
+        self.position = store.position
+
+    def __contains__(self, oid: bytes) -> bool:
+        return oid in self.index
+
+    def load(self, oid: bytes) -> tuple[bytes, bytes]:
+        return self._store.read_at(self.index[oid])
 
 
 def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:

@@ -104,3 +104,30 @@ def _iterator_records(storage: object, at: bytes) -> Iterator[Record]:
         found = storage.loadBefore(oid, before)
         if found is not None and found[0] is not None:
             yield oid, found[1], found[0]
+
+
+def changed_since(storage: object, tid: bytes) -> list[bytes] | None:
+    """Oids of the objects transactions after ``tid`` wrote, or None if the storage cannot say.
+
+    Read from the storage's transaction iterator, which every history-keeping
+    storage offers; it costs a read of only the transactions after ``tid``.
+    """
+    if storage.lastTransaction() == tid:
+        return []
+    iterate = getattr(storage, "iterator", None)
+    if iterate is None:
+        return None
+    try:
+        iterator = iterate(_before(tid))
+    except Exception:  # storages without history refuse
+        return None
+    oids: dict[bytes, None] = {}
+    try:
+        for txn in iterator:
+            for record in txn:
+                oids[record.oid] = None
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    return list(oids)

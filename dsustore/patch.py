@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ from ZODB.POSException import ConflictError
 from ZODB.utils import tid_repr
 
 from ._classes import ClassRef, dotted_name
-from ._engine import MigrationPass, Progress
-from ._namespace import Namespace, committed_tid, snapshot_tid
+from ._engine import MigrationPass, Progress, catch_up
+from ._namespace import Namespace, committed_tid, overlay, remove_overlay, snapshot_tid
 from ._operations import (
     AddClass,
     AddField,
@@ -39,7 +40,8 @@ from ._operations import (
     RenameField,
 )
 from ._savepoints import release, use_appending_savepoints
-from ._swap import swap_live_objects
+from ._scan import changed_since
+from ._swap import code_is_pinned, swap_live_objects, use_loaded_code, use_pinned_code
 from .errors import (
     DSUError,
     OperationError,
@@ -54,6 +56,36 @@ log = logging.getLogger(__name__)
 
 #: the transaction extension key that marks a transaction as written by dsustore
 TRANSACTION_MARK = "dsustore"
+
+
+@dataclass
+class StageReport:
+    """What one stage of a patch did (a migration, when a runner applies several at once)."""
+
+    label: str | None
+    operations: list[str]
+    migrated: dict[str, int]
+    references_rewritten: int
+    scanned: int
+    validations: list[str]
+    unreferenced_removed: dict[str, int]
+    #: the classes with instances once the stage has run
+    classes: list[str]
+
+    @property
+    def objects_migrated(self) -> int:
+        return sum(self.migrated.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "operations": list(self.operations),
+            "migrated": dict(self.migrated),
+            "references_rewritten": self.references_rewritten,
+            "scanned": self.scanned,
+            "validations": list(self.validations),
+            "unreferenced_removed": dict(self.unreferenced_removed),
+        }
 
 
 @dataclass
@@ -73,6 +105,28 @@ class PatchReport:
     duration: float
     attempts: int
     extra: dict[str, Any] = field(default_factory=dict)
+    stages: list[StageReport] = field(default_factory=list)
+    #: objects other transactions committed during the update, migrated just before its commit
+    caught_up: int = 0
+
+    @classmethod
+    def of_stages(cls, stages: list[StageReport], **facts: Any) -> PatchReport:
+        """The report of a patch: its stages' figures, summed."""
+        migrated: Counter[str] = Counter()
+        unreferenced: Counter[str] = Counter()
+        for stage in stages:
+            migrated.update(stage.migrated)
+            unreferenced.update(stage.unreferenced_removed)
+        return cls(
+            operations=[op for stage in stages for op in stage.operations],
+            migrated=dict(migrated),
+            references_rewritten=sum(stage.references_rewritten for stage in stages),
+            scanned=sum(stage.scanned for stage in stages),
+            validations=[v for stage in stages for v in stage.validations],
+            unreferenced_removed=dict(unreferenced),
+            stages=stages,
+            **facts,
+        )
 
     @property
     def objects_migrated(self) -> int:
@@ -93,6 +147,8 @@ class PatchReport:
             "unreferenced_removed": dict(self.unreferenced_removed),
             "duration": round(self.duration, 3),
             "attempts": self.attempts,
+            "caught_up": self.caught_up,
+            **({"stages": [stage.as_dict() for stage in self.stages]} if len(self.stages) > 1 else {}),
             **self.extra,
         }
 
@@ -104,8 +160,14 @@ class Patch:
     back. ``on_conflict`` decides what happens when another writer changed an object
     this patch changed: ``"fail"`` raises :class:`UpdateConflictError`, ``"retry"``
     reruns the whole patch on a fresh snapshot up to ``retries`` times.
-    ``commit_gate`` is a context manager entered around the final commit only (a
-    running application uses it to hold new writes for that moment).
+    ``commit_gate`` is a context manager entered around the final moment only: the
+    catch-up of what other transactions committed meanwhile, the commit, and the swap
+    of live objects (a running application uses it to hold new transactions for
+    that moment).
+
+    A patch may run in stages (:meth:`stage`), each seeing what the earlier ones
+    built, and still commit once: this is how several migrations apply as one
+    atomic update.
     """
 
     def __init__(
@@ -133,8 +195,13 @@ class Patch:
         self.description = description
         self.dry_run = dry_run
         self.commit_gate = commit_gate
-        self._operations: list[Operation] = []
+        self._stages: list[_Stage] = [_Stage(None, None)]
+        self._recording = self._stages[0]
         self._hooks: list[Callable[[Patch, PatchReport], None]] = []
+        self._after_commit: list[Callable[[Patch, PatchReport], None]] = []
+        self._stage_conns: list[tuple[Any, Any]] = []
+        #: the label of the stage that was running when the patch failed
+        self.failed_stage: str | None = None
         self._state: Literal["new", "begun", "done"] = "new"
         self._conn: Any = None
         self._old_conn: Any = None
@@ -177,10 +244,6 @@ class Patch:
         finally:
             self._close(abort=True)
             self._state = "done"
-            if self.report is not None and self.report.committed:
-                # after closing, so the patch's own pooled connection is swapped too
-                swap_live_objects(self.db, {op.old_name: op.new_name for op in self._operations
-                                            if isinstance(op, RenameClass)})
 
     def rollback(self) -> None:
         """Discard the patch; nothing it recorded reaches the database."""
@@ -246,15 +309,37 @@ class Patch:
         self._hooks.append(hook)
         return self
 
+    def after_commit(self, hook: Callable[[Patch, PatchReport], None]) -> Patch:
+        """Run ``hook(patch, report)`` right after the commit, still inside the commit gate.
+
+        A live update switches the process to the new code here, before the gate
+        lets the application's next transaction in.
+        """
+        self._after_commit.append(hook)
+        return self
+
+    def stage(self, label: str, build: Callable[[Patch], None]) -> Patch:
+        """Add a stage that runs after everything recorded so far, in the same transaction.
+
+        ``build(patch)`` is called when the stage runs and records the stage's
+        operations; ``patch.old_ns`` then shows the database as the earlier stages
+        left it. Errors of the stage name ``label`` as their migration.
+        """
+        if self._state == "done":
+            raise PatchStateError(f"cannot add stage {label}: the patch is finished")
+        self._stages.append(_Stage(label, build))
+        return self
+
     # -- inspection -------------------------------------------------------------
 
     @property
     def operations(self) -> tuple[Operation, ...]:
-        return tuple(self._operations)
+        """Every operation recorded so far (a stage records its own when it runs)."""
+        return tuple(op for stage in self._stages for op in stage.operations)
 
     def plan(self) -> list[str]:
         """The recorded operations, as they print."""
-        return [op.describe() for op in self._operations]
+        return [op.describe() for op in self.operations]
 
     @property
     def old_ns(self) -> Namespace:
@@ -273,7 +358,7 @@ class Patch:
     def _record(self, op: Operation) -> Patch:
         if self._state == "done":
             raise PatchStateError(f"cannot add {op.describe()}: the patch is finished")
-        self._operations.append(op)
+        self._recording.operations.append(op)
         return self
 
     def _require_begun(self) -> None:
@@ -284,24 +369,40 @@ class Patch:
         tm = self.transaction_manager
         tm.begin()
         self._conn = self.db.open(transaction_manager=tm)
+        if code_is_pinned(self.db):
+            use_loaded_code(self._conn)
         self._at = snapshot_tid(self._conn)
-        self._old_tm = transaction_module.TransactionManager(explicit=True)
-        self._old_tm.begin()
-        self._old_conn = self.db.open(transaction_manager=self._old_tm, at=self._at)
+        self._old_tm, self._old_conn = self._open_old()
         self._new_ns = Namespace(self._conn, tid=None, historical=False)
         self._old_ns = Namespace(self._old_conn, tid=self._at, historical=True)
 
+    def _open_old(self) -> tuple[Any, Any]:
+        tm = transaction_module.TransactionManager(explicit=True)
+        tm.begin()
+        conn = self.db.open(transaction_manager=tm, at=self._at)
+        if code_is_pinned(self.db):
+            use_loaded_code(conn)
+        return tm, conn
+
     def _close(self, *, abort: bool) -> None:
+        pinned = code_is_pinned(self.db)
         if self._conn is not None:
             if abort:
                 _abort(self.transaction_manager)
             release(self._conn)
+            if pinned:
+                use_pinned_code(self._conn)
             self._conn.close()
             self._conn = None
-        if self._old_conn is not None:
-            _abort(self._old_tm)
-            self._old_conn.close()
-            self._old_conn = None
+        old = [(self._old_tm, self._old_conn)] if self._old_conn is not None else []
+        for tm, conn in old + self._stage_conns:
+            _abort(tm)
+            remove_overlay(conn)
+            if pinned:
+                use_pinned_code(conn)
+            conn.close()
+        self._old_conn = None
+        self._stage_conns = []
 
     def _run(self, attempt: int) -> PatchReport:
         started = time.monotonic()
@@ -312,30 +413,24 @@ class Patch:
             txn.join(conn)
             conn._needs_to_join = False
         use_appending_savepoints(conn)
+        user_changed = {obj._p_oid for obj in conn._registered_objects if obj._p_oid is not None}
         txn.savepoint(optimistic=True)  # from here on, writes go to the savepoint storage
-        migration = MigrationPass(
-            storage=self.db.storage, connection=conn, old_connection=self._old_conn,
-            at=self._at, old_ns=self._old_ns, new_ns=self._new_ns,
-            operations=self._operations, batch_size=self.batch_size, progress=self.progress,
-        )
-        for op in self._operations:
+        passes: list[MigrationPass] = []
+        stages: list[StageReport] = []
+        for number, stage in enumerate(self._stages):
+            if number == 0 and not stage.operations and len(self._stages) > 1:
+                continue  # only staged work: no pass for the empty first stage
+            self.failed_stage = stage.label
             try:
-                op.prepare(migration)
-            except DSUError:
+                stages.append(self._run_stage(stage, passes))
+            except DSUError as err:
+                if stage.label is not None and err.migration is None:
+                    err.with_migration(stage.label)
                 raise
-            except Exception as err:
-                raise OperationError(f"{type(err).__name__}: {err}", operation=op.describe()) from err
-        result = migration.run()
-        validations = migration.system_validations() + [
-            op.validation for op in self._operations if isinstance(op, AddValidation)
-        ]
-        passed = self._validate(validations)
-        report = PatchReport(
-            committed=False, dry_run=self.dry_run, tid_before=tid_repr(self._at), tid_after=None,
-            operations=self.plan(), migrated=dict(result.migrated),
-            references_rewritten=result.references_rewritten, scanned=result.scanned,
-            validations=passed, unreferenced_removed=dict(result.unreferenced),
-            duration=0.0, attempts=attempt,
+        self.failed_stage = None
+        report = PatchReport.of_stages(
+            stages, committed=False, dry_run=self.dry_run, tid_before=tid_repr(self._at),
+            tid_after=None, duration=0.0, attempts=attempt,
         )
         for hook in self._hooks:
             hook(self, report)
@@ -351,13 +446,78 @@ class Patch:
             "pid": os.getpid(),
         })
         with (self.commit_gate() if self.commit_gate else nullcontext()):
+            report.caught_up = self._catch_up(passes, user_changed)
             tm.commit()
-        report.committed = True
-        report.tid_after = tid_repr(committed_tid(conn))
-        report.duration = time.monotonic() - started
+            report.committed = True
+            report.tid_after = tid_repr(committed_tid(conn))
+            self._close(abort=False)
+            # after closing, so the patch's own pooled connection is swapped too
+            swap_live_objects(self.db, {op.old_name: op.new_name for op in self.operations
+                                        if isinstance(op, RenameClass)})
+            report.duration = time.monotonic() - started
+            for hook in self._after_commit:
+                hook(self, report)
         log.info("patch committed: %d objects migrated in %.2fs",
                  report.objects_migrated, report.duration)
         return report
+
+    def _run_stage(self, stage: _Stage, passes: list[MigrationPass]) -> StageReport:
+        """One pass over the database for the stage's operations, then its validations."""
+        conn = self._conn
+        frozen = None
+        if passes:  # a later stage starts from what the earlier ones wrote
+            frozen = conn._storage.frozen()
+            old_tm, old_conn = self._open_old()
+            overlay(old_conn, frozen)
+            self._stage_conns.append((old_tm, old_conn))
+            self._old_ns = Namespace(old_conn, tid=self._at, historical=True)
+        if stage.build is not None:
+            stage.operations.clear()
+            self._recording = stage
+            try:
+                stage.build(self)
+            finally:
+                self._recording = self._stages[0]
+        earlier_renames: dict[tuple[str, str], tuple[str, str]] = {}
+        for earlier in passes:
+            earlier_renames = {old: earlier.renames.get(new, new) for old, new in earlier_renames.items()}
+            earlier_renames.update(earlier.renames)
+        migration = MigrationPass(
+            storage=self.db.storage, connection=conn, old_connection=self._old_ns.connection,
+            at=self._at, old_ns=self._old_ns, new_ns=self._new_ns,
+            operations=stage.operations, batch_size=self.batch_size, progress=self.progress,
+            frozen=frozen, label=stage.label, old_renames=earlier_renames,
+        )
+        for op in stage.operations:
+            try:
+                op.prepare(migration)
+            except DSUError:
+                raise
+            except Exception as err:
+                raise OperationError(f"{type(err).__name__}: {err}", operation=op.describe()) from err
+        result = migration.run()
+        passes.append(migration)
+        validations = migration.system_validations() + [
+            op.validation for op in stage.operations if isinstance(op, AddValidation)
+        ]
+        return StageReport(
+            label=stage.label, operations=[op.describe() for op in stage.operations],
+            migrated=dict(result.migrated), references_rewritten=result.references_rewritten,
+            scanned=result.scanned, validations=self._validate(validations),
+            unreferenced_removed=dict(result.unreferenced), classes=sorted(migration.classes),
+        )
+
+    def _catch_up(self, passes: list[MigrationPass], user_changed: set[bytes]) -> int:
+        """Migrate what the application committed while the passes ran (see :func:`catch_up`)."""
+        if not passes:
+            return 0
+        changed = changed_since(self.db.storage, self._at)
+        if changed is None:
+            raise ConflictError(
+                "the database changed during the update and this storage cannot list the changes")
+        if changed:
+            log.info("migrating %d objects committed during the update", len(changed))
+        return catch_up(passes, self.db.storage, changed, user_changed)
 
     def _validate(self, validations: list[Validation]) -> list[str]:
         failures = []
@@ -375,6 +535,13 @@ class Patch:
         if failures:
             raise ValidationError(failures)
         return passed
+
+
+@dataclass
+class _Stage:
+    label: str | None
+    build: Callable[[Patch], None] | None
+    operations: list[Operation] = field(default_factory=list)
 
 
 def _abort(tm: Any) -> None:

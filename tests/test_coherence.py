@@ -35,43 +35,88 @@ def test_other_connections_keep_the_old_state_until_commit(shop_db, reader):
     assert app.root()["products"]["p0"].title == "renamed by the app"
 
 
-def _conflicting_policy(shop_db, rounds):
-    """A policy that, on its first run only, commits a change to user1 from another connection."""
+def _commit_elsewhere(shop_db, change):
+    tm = transaction.TransactionManager()
+    conn = shop_db.open(transaction_manager=tm)
+    change(conn.root())
+    tm.commit()
+    conn.close()
+
+
+def test_object_changed_during_the_update_is_migrated_from_its_latest_state(shop_db, reader):
+    """A concurrent commit to an object the pass already migrated is caught up, not lost or conflicting."""
 
     def policy(old, new, old_ns, new_ns):
-        if old.name == "user1" and not rounds:
-            rounds.append(1)
-            tm = transaction.TransactionManager()
-            conn = shop_db.open(transaction_manager=tm)
-            conn.root()["users"]["user1"].password = "changed meanwhile"
-            tm.commit()
-            conn.close()
+        if old.name == "user2":  # user1 was migrated already
+            _commit_elsewhere(shop_db, lambda root: setattr(root["users"]["user1"], "password", "new"))
+        new.email = old.name + "@example.org"
+
+    with Patch(shop_db, on_conflict="fail") as patch:
+        patch.migrate_instances(User, policy)
+    assert patch.report.attempts == 1
+    assert patch.report.caught_up >= 1
+    users = reader().root()["users"]
+    assert users["user1"].password == "new"
+    assert all(u.email == u.name + "@example.org" for u in users.values())
+
+
+def test_object_created_during_the_update_is_migrated_too(shop_db, reader):
+    """An old-shaped object the application adds while the pass runs is migrated before the commit."""
+
+    def policy(old, new, old_ns, new_ns):
+        if old.name == "user1":
+            _commit_elsewhere(shop_db, lambda root: root["users"].__setitem__(
+                "late", User("late", "pw")))
+        new.email = old.name + "@example.org"
+
+    with Patch(shop_db) as patch:
+        patch.migrate_instances(User, policy)
+    assert reader().root()["users"]["late"].email == "late@example.org"
+
+
+def _conflicting_policy(shop_db, rounds):
+    """A policy that writes p0 through the new namespace while, on the first run only,
+    another connection commits a change to p0: both sides changed it."""
+
+    def policy(old, new, old_ns, new_ns):
+        if old.name == "user1":
+            if not rounds:
+                rounds.append(1)
+                _commit_elsewhere(shop_db, lambda root: setattr(
+                    root["products"]["p0"], "title", "changed meanwhile"))
+            product = new_ns.root["products"]["p0"]
+            product.price = product.price + 1
         new.email = old.name + "@example.org"
 
     return policy
 
 
 def test_conflict_fails_cleanly_when_asked_to(shop_db, reader):
-    """A concurrent change to a migrated object makes the patch fail, writing nothing of its own."""
+    """An object both the update's own code and another transaction changed makes the patch
+    fail, writing nothing of its own."""
     rounds: list[int] = []
+    price = reader().root()["products"]["p0"].price
     with pytest.raises(dsustore.UpdateConflictError) as failed:
         with Patch(shop_db, on_conflict="fail") as patch:
             patch.migrate_instances(User, _conflicting_policy(shop_db, rounds))
     assert "nothing was written" in str(failed.value)
-    users = reader().root()["users"]
-    assert users["user1"].password == "changed meanwhile"
-    assert not any(hasattr(u, "email") for u in users.values())
+    root = reader().root()
+    assert root["products"]["p0"].title == "changed meanwhile"
+    assert root["products"]["p0"].price == price
+    assert not any(hasattr(u, "email") for u in root["users"].values())
 
 
 def test_conflict_retries_from_a_fresh_state(shop_db, reader):
     """With on_conflict='retry' the patch reruns on the new state and keeps the concurrent change."""
     rounds: list[int] = []
+    price = reader().root()["products"]["p0"].price
     with Patch(shop_db, on_conflict="retry") as patch:
         patch.migrate_instances(User, _conflicting_policy(shop_db, rounds))
     assert patch.report.attempts == 2
-    users = reader().root()["users"]
-    assert users["user1"].password == "changed meanwhile"
-    assert all(u.email == u.name + "@example.org" for u in users.values())
+    root = reader().root()
+    assert root["products"]["p0"].title == "changed meanwhile"
+    assert root["products"]["p0"].price == price + 1
+    assert all(u.email == u.name + "@example.org" for u in root["users"].values())
 
 
 def test_objects_loaded_in_other_connections_show_new_state_and_class(shop_db, monkeypatch):
