@@ -24,6 +24,7 @@ import persistent
 import transaction as transaction_module
 from BTrees.OOBTree import OOBTree
 from ZODB.utils import p64, repr_to_oid, tid_repr, u64
+from .patch import TRANSACTION_MARK
 
 ROOT_KEY = "dsustore"
 
@@ -91,13 +92,20 @@ def migration_tid(storage: Any, revision: str, tid_before: str) -> str | None:
             description = txn.description
             if isinstance(description, str):
                 description = description.encode("utf-8")
-            if description.startswith(wanted):
+            if description.startswith(wanted) or revision in _stages_of(txn):
                 return tid_repr(txn.tid)
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
     return None
+
+
+def _stages_of(txn: Any) -> list[str]:
+    """The migrations a transaction applied together (from its dsustore extension)."""
+    extension = getattr(txn, "extension", None) or {}
+    mark = extension.get(TRANSACTION_MARK) or {}
+    return list(mark.get("stages") or ()) if isinstance(mark, dict) else []
 
 
 def transaction_description(revision: str, direction: str) -> str:

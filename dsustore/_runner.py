@@ -1,24 +1,30 @@
-"""Running migration scripts against a database, one :class:`Patch` per migration.
+"""Running migration scripts against a database.
 
-Each migration is its own transaction: the script's operations, its bookkeeping
-record and the recorded schema commit together or not at all. A failing migration
-raises with its id and leaves the database as it was before that migration;
-migrations before it in the same run stay applied and recorded.
+By default each migration is its own transaction (Alembic's
+``transaction_per_migration``): the script's operations, its bookkeeping record and
+the recorded schema commit together or not at all. A failing migration raises with
+its id and leaves the database as it was before that migration; migrations before
+it in the same run stay applied and recorded.
+
+With ``transaction_per_migration=False`` the pending migrations run as the stages
+of one patch: each sees what the earlier ones built, and one commit applies all of
+them or none. A live update uses this, so the running application goes from the
+old code and data to the new in one step.
 
 Runs that write hold the database's migration lock (see :mod:`dsustore._lock`), so
 two processes upgrading at once apply each migration exactly once. A run with
 nothing to do takes no lock and writes nothing.
 
-Dry runs take no lock and write nothing. Every pending migration is dry-run, each
-against the database as it is now: a migration that depends on an earlier pending
-one sees the data without that earlier change, so its counts (or its success) may
-differ from a real run.
+Dry runs take no lock and write nothing. They run every pending migration, in
+order, as the stages of one patch that is then aborted, so each migration sees the
+data as the earlier pending ones would leave it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +43,6 @@ from ._bookkeeping import (
 )
 from ._engine import Progress
 from ._lock import MigrationLock, migration_lock
-from ._operations import RemoveClass, RenameClass
 from ._revisions import RevisionGraph
 from ._schema import record_schema
 from ._scripts import Script, load_scripts
@@ -159,12 +164,14 @@ def upgrade(
     lock_wait: float = 0,
     lock_ttl: float = 300,
     on_conflict: Literal["fail", "retry"] = "fail",
+    transaction_per_migration: bool = True,
 ) -> UpgradeResult:
-    """Apply the pending migrations up to ``target``, each in its own transaction."""
+    """Apply the pending migrations up to ``target`` (each in its own transaction by default)."""
     graph = _graph(migrations_dir)
     result = UpgradeResult("upgrade", dry_run, edited=_warn_edited(db, graph))
     return _apply(db, result, lambda: graph.upgrade_path(applied_revisions(db), target),
-                  lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict)
+                  lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict,
+                  together=not transaction_per_migration)
 
 
 def downgrade(
@@ -177,12 +184,14 @@ def downgrade(
     lock_wait: float = 0,
     lock_ttl: float = 300,
     on_conflict: Literal["fail", "retry"] = "fail",
+    transaction_per_migration: bool = True,
 ) -> UpgradeResult:
     """Undo applied migrations down to ``target`` (kept; ``"base"`` undoes all), children first."""
     graph = _graph(migrations_dir)
     result = UpgradeResult("downgrade", dry_run)
     return _apply(db, result, lambda: graph.downgrade_path(applied_revisions(db), target),
-                  lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict)
+                  lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict,
+                  together=not transaction_per_migration)
 
 
 def _apply(
@@ -192,6 +201,7 @@ def _apply(
     *,
     lock_wait: float,
     lock_ttl: float,
+    together: bool = False,
     **run_options: Any,
 ) -> UpgradeResult:
     """Run ``plan()``'s scripts; under the lock, the plan is made again (others may have run it)."""
@@ -200,11 +210,16 @@ def _apply(
         log.info("nothing to %s (current: %s)", result.direction, ", ".join(current(db)) or "base")
         return result
     if result.dry_run:
-        for script in scripts:
-            result.migrations.append(_run(db, script, result.direction, dry_run=True, **run_options))
+        result.migrations.extend(
+            run_together(db, scripts, result.direction, dry_run=True, **run_options))
         return result
     with migration_lock(db, ttl=lock_ttl, wait=lock_wait) as lock:
-        for script in plan():
+        scripts = plan()
+        if together and scripts:
+            lock.keep_alive()
+            result.migrations.extend(
+                run_together(db, scripts, result.direction, lock=lock, **run_options))
+        for script in scripts if not together else ():
             lock.keep_alive()
             result.migrations.append(_run(db, script, result.direction, lock=lock, **run_options))
     return result
@@ -306,52 +321,96 @@ def _run(
     script: Script,
     direction: Direction,
     *,
-    dry_run: bool = False,
     lock: MigrationLock | None = None,
     progress: Callable[[Progress], None] | None = None,
     on_conflict: Literal["fail", "retry"] = "fail",
 ) -> MigrationResult:
     """Run one migration as one patch; its bookkeeping commits with it."""
-    rev = script.revision
-    label = "dry run of" if dry_run else "running"
-    log.info("%s migration %s %s: %s", label, direction, script.label, script.message)
-    patch = Patch(db, on_conflict=on_conflict, progress=progress, dry_run=dry_run,
-                  description=f"{transaction_description(rev, direction)}: {script.message}")
-    if not dry_run:
-        patch.before_commit(_bookkeeping_hook(script, direction, lock))
-    try:
+    log.info("running migration %s %s: %s", direction, script.label, script.message)
+    patch = Patch(db, on_conflict=on_conflict, progress=progress,
+                  description=f"{transaction_description(script.revision, direction)}: {script.message}")
+    patch.before_commit(_bookkeeping_hook([script], direction, lock))
+    with _naming_the_migration(patch, script.revision):
         with patch:
-            if direction == "upgrade":
-                script.upgrade(patch)
-            else:
-                script.downgrade(patch)
+            _builder(script, direction)(patch)
+    return MigrationResult(script.revision, script.message, direction, patch.report)
+
+
+def run_together(
+    db: Any,
+    scripts: list[Script],
+    direction: Direction,
+    *,
+    dry_run: bool = False,
+    lock: MigrationLock | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    on_conflict: Literal["fail", "retry"] = "fail",
+    configure: Callable[[Patch], None] | None = None,
+) -> list[MigrationResult]:
+    """Run ``scripts`` as the stages of one patch: one commit applies them all, or none.
+
+    ``configure(patch)`` may add to the patch before it runs (a live update sets its
+    commit gate and after-commit hook there).
+    """
+    label = "dry run of" if dry_run else "running"
+    log.info("%s %d migration(s) %s as one transaction: %s", label, len(scripts), direction,
+             ", ".join(s.label for s in scripts))
+    last = scripts[-1]
+    patch = Patch(db, on_conflict=on_conflict, progress=progress, dry_run=dry_run,
+                  description=f"{transaction_description(last.revision, direction)}: "
+                              f"{len(scripts)} migration(s) up to {last.message}")
+    for script in scripts:
+        patch.stage(script.revision, _builder(script, direction))
+    if not dry_run:
+        patch.before_commit(_bookkeeping_hook(scripts, direction, lock))
+    if configure is not None:
+        configure(patch)
+    with _naming_the_migration(patch, None):
+        patch.begin()
+        patch.commit()
+    report: PatchReport = patch.report
+    by_revision = {s.revision: s for s in scripts}
+    return [
+        MigrationResult(stage.label, by_revision[stage.label].message, direction, PatchReport.of_stages(
+            [stage], committed=report.committed, dry_run=report.dry_run, tid_before=report.tid_before,
+            tid_after=report.tid_after, duration=stage.duration, attempts=report.attempts,
+        ))
+        for stage in report.stages if stage.label is not None
+    ]
+
+
+@contextmanager
+def _naming_the_migration(patch: Patch, revision: str | None) -> Iterator[None]:
+    """Errors leave with the id of the migration that was running."""
+    try:
+        yield
     except DSUError as err:
-        if err.migration is None:
-            err.with_migration(rev)
+        failed = revision or patch.failed_stage
+        if err.migration is None and failed is not None:
+            err.with_migration(failed)
         raise
     except Exception as err:
-        raise MigrationError(f"{type(err).__name__}: {err}", migration=rev) from err
-    report: PatchReport = patch.report
-    return MigrationResult(rev, script.message, direction, report)
+        raise MigrationError(f"{type(err).__name__}: {err}",
+                             migration=revision or patch.failed_stage) from err
+
+
+def _builder(script: Script, direction: Direction) -> Callable[[Patch], None]:
+    return script.upgrade if direction == "upgrade" else script.downgrade
 
 
 def _bookkeeping_hook(
-    script: Script, direction: Direction, lock: MigrationLock | None
+    scripts: list[Script], direction: Direction, lock: MigrationLock | None
 ) -> Callable[[Patch, PatchReport], None]:
     def hook(patch: Patch, report: PatchReport) -> None:
         root = patch.new_ns.root
         if lock is not None:
             lock.verify(root)
-        if direction == "upgrade":
-            record_applied(root, script, report)
-        else:
-            record_unapplied(root, script.revision)
-        ops = patch.operations
-        record_schema(
-            root, patch.db.storage, at=patch.old_ns.tid,
-            renamed={op.old_name: op.new_name for op in ops if isinstance(op, RenameClass)},
-            removed=[op.class_name for op in ops if isinstance(op, RemoveClass)],
-        )
+        for script, stage in zip(scripts, report.stages):
+            if direction == "upgrade":
+                record_applied(root, script, stage)
+            else:
+                record_unapplied(root, script.revision)
+        record_schema(root, report.stages[-1].classes if report.stages else ())
     return hook
 
 
@@ -366,6 +425,7 @@ __all__ = [
     "edited_scripts",
     "ensure_current",
     "pending",
+    "run_together",
     "stamp",
     "unknown_revisions",
     "upgrade",

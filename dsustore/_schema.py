@@ -9,7 +9,7 @@ schema drift -- a class edited or removed without a migration -- and
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ import persistent
 
 from ._bookkeeping import bookkeeping, reading
 from ._classes import resolve
-from .mop import class_counts, read_class_definition
+from .mop import read_class_definition
 
 #: modules whose classes are infrastructure, not application schema
 INTERNAL_MODULES = ("dsustore.", "persistent.", "BTrees.", "ZODB.", "builtins.")
@@ -55,23 +55,13 @@ def stored_schema(db: Any) -> dict[str, list[str]]:
         return {name: list(fields) for name, fields in bk.schema.items()} if bk is not None else {}
 
 
-def record_schema(
-    root: Any,
-    storage: Any,
-    *,
-    at: bytes | None = None,
-    renamed: Mapping[str, str] | None = None,
-    removed: Iterable[str] = (),
-) -> dict[str, list[str]]:
-    """Record the declared fields of every class with instances (in the caller's transaction).
+def record_schema(root: Any, classes: Iterable[str]) -> dict[str, list[str]]:
+    """Record the declared fields of ``classes`` (those with instances) in the caller's transaction.
 
-    Classes are listed from ``storage`` as of ``at``; inside a migration that is the
-    state before it, so ``renamed`` and ``removed`` give the classes it renamed and
-    removed. A stored class whose code does not import keeps its previous entry.
+    A migration knows the classes from its own pass over the records, so recording
+    costs no second scan. A class whose code does not import keeps its previous entry.
     """
-    renamed = dict(renamed or {})
-    gone = set(removed)
-    names = {renamed.get(name, name) for name in class_counts(storage, at=at)} - gone
+    names = set(classes)
     bk = bookkeeping(root, create=True)
     previous = dict(bk.schema)
     schema = code_schema(name for name in names if not _is_internal(name))

@@ -71,6 +71,8 @@ class StageReport:
     unreferenced_removed: dict[str, int]
     #: the classes with instances once the stage has run
     classes: list[str]
+    tid_before: str | None = None
+    duration: float = 0.0
 
     @property
     def objects_migrated(self) -> int:
@@ -442,6 +444,7 @@ class Patch:
         txn.setExtendedInfo(TRANSACTION_MARK, {
             "operations": report.operations,
             "migrated": report.migrated,
+            "stages": [stage.label for stage in report.stages if stage.label is not None],
             "host": socket.gethostname(),
             "pid": os.getpid(),
         })
@@ -495,6 +498,7 @@ class Patch:
                 raise
             except Exception as err:
                 raise OperationError(f"{type(err).__name__}: {err}", operation=op.describe()) from err
+        started = time.monotonic()
         result = migration.run()
         passes.append(migration)
         validations = migration.system_validations() + [
@@ -505,6 +509,7 @@ class Patch:
             migrated=dict(result.migrated), references_rewritten=result.references_rewritten,
             scanned=result.scanned, validations=self._validate(validations),
             unreferenced_removed=dict(result.unreferenced), classes=sorted(migration.classes),
+            tid_before=tid_repr(self._at), duration=time.monotonic() - started,
         )
 
     def _catch_up(self, passes: list[MigrationPass], user_changed: set[bytes]) -> int:

@@ -451,3 +451,79 @@ def test_runner_works_on_a_reopened_file_storage(tmp_path, migrations):
         assert tid_repr(db.lastTransaction()) == tid
     finally:
         db.close()
+
+
+# -- several migrations in one transaction ---------------------------------------------
+
+def _migration_transactions(db) -> list[bytes]:
+    return [t.description for t in db.storage.iterator() if t.description.startswith(b"dsustore migration")]
+
+
+@pytest.fixture
+def dependent_migration(migrations: Path) -> Path:
+    """0004 reads what 0001 and 0002 built, through ``old`` and through ``old_ns``."""
+    write_script(migrations, "0004", "0003", """
+        def contact(old, new, old_ns, new_ns):
+            first = old_ns.root["users"]["user1"]
+            new.contact = f"{old.email}|{old.secret}|{first.email}"
+        patch.migrate_instances("shopmodels.User", contact)
+        """, message="contact from email")
+    return migrations
+
+
+def test_migrations_in_one_transaction_commit_once_and_record_each(shop_db, dependent_migration):
+    """transaction_per_migration=False: one commit applies every migration, each still recorded."""
+    result = upgrade(shop_db, dependent_migration, transaction_per_migration=False)
+    assert result.revisions == ["0001", "0002", "0003", "0004"]
+    assert len(_migration_transactions(shop_db)) == 1
+    records = applied_records(shop_db)
+    assert {records[r]["tid_after"] for r in result.revisions} == {result.migrations[0].report.tid_after}
+    assert records["0001"]["migrated"] == {"shopmodels.User": 4, "shopmodels.Admin": 1}
+    assert records["0003"]["migrated"] == {"shopmodels.Product": 3}
+    for user in users(shop_db):
+        assert user["email"] == "x@example.org" and "password" not in user
+
+
+def test_a_later_migration_sees_what_earlier_ones_built_in_the_same_transaction(
+        shop_db, dependent_migration):
+    """Stage 0004's old state and old namespace are the database as 0001-0003 left it."""
+    upgrade(shop_db, dependent_migration, transaction_per_migration=False)
+    secrets = {user["name"]: user["secret"] for user in users(shop_db)}
+    for user in users(shop_db):
+        assert user["contact"] == f"x@example.org|{secrets[user['name']]}|x@example.org"
+
+
+def test_a_failing_migration_in_one_transaction_leaves_everything_as_before(
+        shop_db, migrations, unchanged):
+    """A failure in the last stage undoes the earlier stages too, and names the migration."""
+    write_script(migrations, "0004", "0003", """
+        def explode(old, new, old_ns, new_ns):
+            raise RuntimeError("boom")
+        patch.migrate_instances("shopmodels.Product", explode)
+        """, message="broken")
+    upgrade(shop_db, migrations, "0001")
+    before = data_image(shop_db)
+    with pytest.raises(PolicyError) as failed:
+        upgrade(shop_db, migrations, transaction_per_migration=False)
+    assert failed.value.migration == "0004"
+    assert data_image(shop_db) == before
+    assert applied_revisions(shop_db) == {"0001"}
+    assert len(_migration_transactions(shop_db)) == 1
+
+
+def test_a_script_error_in_one_transaction_names_its_migration(shop_db, migrations):
+    """A script that raises while its stage is being built is reported with its revision."""
+    write_script(migrations, "0004", "0003", 'raise ValueError("script bug")', message="broken")
+    with pytest.raises(MigrationError) as failed:
+        upgrade(shop_db, migrations, transaction_per_migration=False)
+    assert failed.value.migration == "0004" and "script bug" in str(failed.value)
+    assert applied_revisions(shop_db) == set()
+
+
+def test_dry_run_sees_the_earlier_pending_migrations(shop_db, dependent_migration, unchanged):
+    """A dry run of migrations that build on each other runs them as they would really run."""
+    snapshot = unchanged(shop_db)
+    result = upgrade(shop_db, dependent_migration, dry_run=True)
+    snapshot.check()
+    assert result.revisions == ["0001", "0002", "0003", "0004"]
+    assert result.migrations[3].report.migrated == {"shopmodels.User": 4, "shopmodels.Admin": 1}
