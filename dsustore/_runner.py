@@ -23,6 +23,8 @@ data as the earlier pending ones would leave it.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from ._lock import MigrationLock, migration_lock
 from ._revisions import RevisionGraph
 from ._schema import record_schema
 from ._scripts import Script, load_scripts
+from ._snapshots import Snapshot, snapshot
 from .errors import DSUError
 from .patch import Patch, PatchReport
 
@@ -96,6 +99,8 @@ class UpgradeResult:
     dry_run: bool
     migrations: list[MigrationResult] = field(default_factory=list)
     edited: list[str] = field(default_factory=list)
+    #: the snapshot taken before the run changed anything (None when nothing ran)
+    snapshot: Snapshot | None = None
 
     @property
     def revisions(self) -> list[str]:
@@ -118,6 +123,7 @@ class UpgradeResult:
     def as_dict(self) -> dict[str, Any]:
         return {"direction": self.direction, "dry_run": self.dry_run,
                 "revisions": self.revisions, "edited": list(self.edited),
+                "snapshot": self.snapshot.as_dict() if self.snapshot else None,
                 "migrations": [m.as_dict() for m in self.migrations]}
 
 
@@ -165,13 +171,18 @@ def upgrade(
     lock_ttl: float = 300,
     on_conflict: Literal["fail", "retry"] = "fail",
     transaction_per_migration: bool = True,
+    snapshot: bool = True,
 ) -> UpgradeResult:
-    """Apply the pending migrations up to ``target`` (each in its own transaction by default)."""
+    """Apply the pending migrations up to ``target`` (each in its own transaction by default).
+
+    A snapshot is taken first (``snapshot=False`` skips it), so the run can be undone
+    with :func:`dsustore.restore`; ``result.snapshot`` names it.
+    """
     graph = _graph(migrations_dir)
     result = UpgradeResult("upgrade", dry_run, edited=_warn_edited(db, graph))
     return _apply(db, result, lambda: graph.upgrade_path(applied_revisions(db), target),
                   lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict,
-                  together=not transaction_per_migration)
+                  together=not transaction_per_migration, take_snapshot=snapshot)
 
 
 def downgrade(
@@ -185,13 +196,14 @@ def downgrade(
     lock_ttl: float = 300,
     on_conflict: Literal["fail", "retry"] = "fail",
     transaction_per_migration: bool = True,
+    snapshot: bool = True,
 ) -> UpgradeResult:
     """Undo applied migrations down to ``target`` (kept; ``"base"`` undoes all), children first."""
     graph = _graph(migrations_dir)
     result = UpgradeResult("downgrade", dry_run)
     return _apply(db, result, lambda: graph.downgrade_path(applied_revisions(db), target),
                   lock_wait=lock_wait, lock_ttl=lock_ttl, progress=progress, on_conflict=on_conflict,
-                  together=not transaction_per_migration)
+                  together=not transaction_per_migration, take_snapshot=snapshot)
 
 
 def _apply(
@@ -202,6 +214,7 @@ def _apply(
     lock_wait: float,
     lock_ttl: float,
     together: bool = False,
+    take_snapshot: bool = True,
     **run_options: Any,
 ) -> UpgradeResult:
     """Run ``plan()``'s scripts; under the lock, the plan is made again (others may have run it)."""
@@ -215,6 +228,8 @@ def _apply(
         return result
     with migration_lock(db, ttl=lock_ttl, wait=lock_wait) as lock:
         scripts = plan()
+        if scripts and take_snapshot:
+            result.snapshot = _snapshot_before(db, result.direction, scripts)
         if together and scripts:
             lock.keep_alive()
             result.migrations.extend(
@@ -392,6 +407,15 @@ def _naming_the_migration(patch: Patch, revision: str | None) -> Iterator[None]:
     except Exception as err:
         raise MigrationError(f"{type(err).__name__}: {err}",
                              migration=revision or patch.failed_stage) from err
+
+
+def _snapshot_before(db: Any, direction: Direction, scripts: list[Script]) -> Snapshot:
+    """The snapshot every run that changes data takes first, named for where it goes."""
+    last = re.sub(r"[^A-Za-z0-9._-]", "_", scripts[-1].revision)
+    taken = snapshot(db, f"before-{direction}-{last}-{time.strftime('%Y%m%d-%H%M%S')}",
+                     note=f"taken before {direction} of {', '.join(s.revision for s in scripts)}")
+    log.info("snapshot %s (%s) taken before the %s", taken.name, taken.kind, direction)
+    return taken
 
 
 def _builder(script: Script, direction: Direction) -> Callable[[Patch], None]:

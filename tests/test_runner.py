@@ -83,15 +83,16 @@ def users(db) -> list:
 
 
 def data_image(db) -> dict:
-    """The storage image without the bookkeeping object itself (which holds the lock)."""
+    """The storage image without the bookkeeping object (which holds the lock) and its
+    snapshot list (every upgrade adds a snapshot before it runs)."""
     conn, tm = read_root(db)
     try:
         bk = bookkeeping(conn.root())
-        skip = bk._p_oid if bk is not None else None
+        skip = {bk._p_oid, bk.snapshots._p_oid} if bk is not None else set()
     finally:
         tm.abort()
         conn.close()
-    return {oid: rec for oid, rec in storage_image(db).items() if oid != skip}
+    return {oid: rec for oid, rec in storage_image(db).items() if oid not in skip}
 
 
 # -- upgrade -------------------------------------------------------------------------
@@ -423,7 +424,8 @@ def test_bookkeeping_lives_under_one_root_key(shop_db, migrations):
         root = conn.root()
         assert set(root.keys()) - keys_before == {ROOT_KEY}
         bk = root[ROOT_KEY]
-        assert len(bk.snapshots) == 0 and list(bk.applied.keys()) == ["0001"]
+        assert list(bk.applied.keys()) == ["0001"]
+        assert [name.startswith("before-upgrade-0001-") for name in bk.snapshots] == [True]
     finally:
         tm.abort()
         conn.close()
@@ -527,3 +529,23 @@ def test_dry_run_sees_the_earlier_pending_migrations(shop_db, dependent_migratio
     snapshot.check()
     assert result.revisions == ["0001", "0002", "0003", "0004"]
     assert result.migrations[3].report.migrated == {"shopmodels.User": 4, "shopmodels.Admin": 1}
+
+
+def test_every_upgrade_takes_a_snapshot_that_restores_the_data_before_it(shop_db, migrations):
+    """The run's snapshot is recorded before the first migration and brings its data back."""
+    from dsustore import restore, snapshots
+
+    result = upgrade(shop_db, migrations, transaction_per_migration=False)
+    assert result.snapshot is not None and result.snapshot.name.startswith("before-upgrade-0003-")
+    assert [s.name for s in snapshots(shop_db)] == [result.snapshot.name]
+    restore(shop_db, result.snapshot)
+    assert all("email" not in u and "password" in u for u in users(shop_db))
+    assert applied_revisions(shop_db) == set()
+
+
+def test_upgrade_without_snapshot_records_none(shop_db, migrations):
+    """snapshot=False is the opt-out (for callers that took their own)."""
+    from dsustore import snapshots
+
+    result = upgrade(shop_db, migrations, snapshot=False)
+    assert result.snapshot is None and snapshots(shop_db) == []
