@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from . import mop, policies
 from ._engine import Progress
+from ._gate import CommitGate, GateTimeoutError
+from ._live import LiveUpdateError, LiveUpdater, LiveUpdateResult
 from ._lock import LockHeldError, LockLostError, migration_lock
 from ._revisions import RevisionError
 from ._runner import (
@@ -27,6 +29,7 @@ from ._runner import (
 )
 from ._schema import Drift, draft_operations, schema_drift
 from ._scripts import MigrationScriptError
+from ._stale import StaleCodeError, StaleCodeGuard, guard_stale_code, known_revisions
 from ._snapshots import (
     RestoreReport,
     Snapshot,
@@ -51,17 +54,22 @@ from .errors import (
     ValidationError,
     ValidationFailure,
 )
-from .patch import Patch, PatchReport
+from .patch import Patch, PatchReport, StageReport
 from .policies import FieldPolicy, MigrationPolicy
 from .validations import Validation
 
 __all__ = [
     "ClassResolutionError",
+    "CommitGate",
     "DSUError",
     "DatabaseAheadError",
     "DatabaseBehindError",
     "Drift",
     "FieldPolicy",
+    "GateTimeoutError",
+    "LiveUpdateError",
+    "LiveUpdateResult",
+    "LiveUpdater",
     "LockHeldError",
     "LockLostError",
     "MigrationError",
@@ -80,6 +88,9 @@ __all__ = [
     "Snapshot",
     "SnapshotConflictError",
     "SnapshotError",
+    "StageReport",
+    "StaleCodeError",
+    "StaleCodeGuard",
     "UnknownSnapshotError",
     "UpdateConflictError",
     "UpgradeResult",
@@ -92,6 +103,8 @@ __all__ = [
     "draft_operations",
     "edited_scripts",
     "ensure_current",
+    "guard_stale_code",
+    "known_revisions",
     "migration_lock",
     "mop",
     "open_db",

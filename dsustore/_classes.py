@@ -63,15 +63,6 @@ def resolve(name: str) -> type | None:
     return obj
 
 
-def loaded_class_factory(db: Any) -> Any:
-    """A database's class factory for the code as loaded.
-
-    During a live update the application's connections are pinned to the older code
-    (:func:`dsustore._swap.pin_code`); the update itself reads with the loaded one.
-    """
-    return db.__dict__.get("_dsustore_code_factory") or db.classFactory
-
-
 def require(name: str, *, operation: str | None = None) -> type:
     """Like :func:`resolve`, but a missing class is an error naming it."""
     cls = resolve(name)

@@ -25,6 +25,7 @@ from ZODB.POSException import ConflictError
 
 from ._bookkeeping import bookkeeping
 from .errors import DSUError
+from .patch import TRANSACTION_MARK
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class MigrationLock:
             bk.lock = {"owner": self.owner, "expires": now + self.ttl}
             self.expires = now + self.ttl
             txn.note("dsustore lock taken")
+            txn.setExtendedInfo(TRANSACTION_MARK, {"lock": self.owner})
             tm.commit()
             self.held = True
             return None
@@ -162,6 +164,7 @@ class MigrationLock:
             if bk is not None and bk.lock and bk.lock.get("owner") == self.owner:
                 bk.lock = None
                 txn.note("dsustore lock released")
+                txn.setExtendedInfo(TRANSACTION_MARK, {"unlock": self.owner})
                 tm.commit()
         finally:
             _abort(tm)

@@ -17,7 +17,7 @@ from ZODB import broken
 from ZODB._compat import PersistentUnpickler
 from ZODB.serialize import ObjectWriter
 
-from ._classes import loaded_class_factory, resolve
+from ._classes import resolve
 from .errors import ClassResolutionError
 
 Renames = Mapping[tuple[str, str], tuple[str, str]]
@@ -67,7 +67,7 @@ class RecordCodec:
                  removed: set[str] | frozenset[str] = frozenset()) -> None:
         self._connection = connection
         self._renames = dict(renames or {})
-        self._factory = loaded_class_factory(connection.db())
+        self._factory = connection.db().classFactory
         self._writer = _StateWriter(connection, removed, self._renamed_class)
 
     def _renamed_class(self, klass: type) -> type:

@@ -50,7 +50,7 @@ from ._schema import record_schema
 from ._scripts import Script, load_scripts
 from ._snapshots import Snapshot, snapshot
 from .errors import DSUError
-from .patch import Patch, PatchReport
+from .patch import TRANSACTION_MARK, Patch, PatchReport
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,7 @@ def stamp(db: Any, migrations_dir: str | Path, target: str, *, lock_wait: float 
                 if script.revision in wanted - done:
                     record_applied(root, script, direction="stamp")
             txn.note(f"dsustore stamp {target}")
+            txn.setExtendedInfo(TRANSACTION_MARK, {"stamp": target})
             tm.commit()
         finally:
             _abort(tm)

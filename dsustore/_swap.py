@@ -18,7 +18,7 @@ from typing import Any
 
 from ZODB.serialize import ObjectReader
 
-from ._classes import loaded_class_factory, resolve
+from ._classes import resolve
 from ._record import class_name_of
 from .errors import DSUError
 
@@ -119,62 +119,3 @@ def _copy(state: Any) -> Any:
     # object.__getstate__ may return the instance's own __dict__, which the swap clears
     return dict(state) if isinstance(state, dict) else state
 
-
-class PinnedReader(ObjectReader):
-    """The reader of a connection kept on the code that was loaded before a live update."""
-
-
-def pin_code(db: Any, modules: Mapping[str, Any]) -> None:
-    """Keep the application's connections on the code of ``modules`` while newer code loads.
-
-    During a live update the new code is imported (``sys.modules`` holds it, so the
-    migration finds the new classes) while requests still run the old code on the
-    old state. Every connection of ``db``, and every one opened until
-    :func:`unpin_code`, resolves classes of those modules from ``modules``.
-    """
-    if "_dsustore_code_factory" in db.__dict__:
-        raise DSUError("the database's code is already pinned by a running live update")
-    loaded = db.classFactory
-
-    def pinned(connection: Any, module: str, name: str) -> Any:
-        found = modules.get(module)
-        if found is not None:
-            obj = found
-            for part in name.split("."):
-                obj = getattr(obj, part, None)
-                if obj is None:
-                    break
-            if obj is not None:
-                return obj
-        return loaded(connection, module, name)
-
-    db._dsustore_code_factory = loaded
-    db.classFactory = pinned
-    for conn in list(db.pool.all):
-        conn._reader = PinnedReader(conn, conn._cache, pinned)
-
-
-def unpin_code(db: Any) -> None:
-    """End :func:`pin_code`: connections resolve classes through ``sys.modules`` again."""
-    db.__dict__.pop("_dsustore_code_factory", None)
-    db.__dict__.pop("classFactory", None)
-    for conn in list(db.pool.all):
-        if isinstance(conn._reader, PinnedReader):
-            conn._reader = SwappingReader(conn, conn._cache, db.classFactory)
-
-
-def code_is_pinned(db: Any) -> bool:
-    return "_dsustore_code_factory" in db.__dict__
-
-
-def use_loaded_code(conn: Any) -> None:
-    """Give a connection of a pinned database the loaded code and an empty cache."""
-    conn._reader = ObjectReader(conn, conn._cache, loaded_class_factory(conn.db()))
-    conn._resetCache()
-
-
-def use_pinned_code(conn: Any) -> None:
-    """Give a connection back to the pinned code, dropping what it cached meanwhile."""
-    db = conn.db()
-    conn._resetCache()
-    conn._reader = PinnedReader(conn, conn._cache, db.classFactory)

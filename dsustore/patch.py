@@ -40,8 +40,9 @@ from ._operations import (
     RenameField,
 )
 from ._savepoints import release, use_appending_savepoints
+from ._code import code_versions_active
 from ._scan import changed_since
-from ._swap import code_is_pinned, swap_live_objects, use_loaded_code, use_pinned_code
+from ._swap import swap_live_objects
 from .errors import (
     DSUError,
     OperationError,
@@ -371,8 +372,8 @@ class Patch:
         tm = self.transaction_manager
         tm.begin()
         self._conn = self.db.open(transaction_manager=tm)
-        if code_is_pinned(self.db):
-            use_loaded_code(self._conn)
+        if code_versions_active(self.db):  # its cache may hold objects of the old code
+            self._conn._resetCache()
         self._at = snapshot_tid(self._conn)
         self._old_tm, self._old_conn = self._open_old()
         self._new_ns = Namespace(self._conn, tid=None, historical=False)
@@ -382,26 +383,28 @@ class Patch:
         tm = transaction_module.TransactionManager(explicit=True)
         tm.begin()
         conn = self.db.open(transaction_manager=tm, at=self._at)
-        if code_is_pinned(self.db):
-            use_loaded_code(conn)
+        if code_versions_active(self.db):
+            conn._resetCache()
         return tm, conn
 
     def _close(self, *, abort: bool) -> None:
-        pinned = code_is_pinned(self.db)
+        # while two versions of the code are loaded, what a connection cached here (new
+        # code) must not reach the application's threads (old code)
+        two_versions = code_versions_active(self.db)
         if self._conn is not None:
             if abort:
                 _abort(self.transaction_manager)
             release(self._conn)
-            if pinned:
-                use_pinned_code(self._conn)
+            if two_versions:
+                self._conn._resetCache()
             self._conn.close()
             self._conn = None
         old = [(self._old_tm, self._old_conn)] if self._old_conn is not None else []
         for tm, conn in old + self._stage_conns:
             _abort(tm)
             remove_overlay(conn)
-            if pinned:
-                use_pinned_code(conn)
+            if two_versions:
+                conn._resetCache()
             conn.close()
         self._old_conn = None
         self._stage_conns = []
