@@ -72,12 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--message", required=True)
     p.add_argument("--autogenerate", action="store_true", help="draft operations from schema drift")
     p.add_argument("--rev-id", help="the revision id (default: the next number)")
-    p = sub.add_parser("upgrade", help="apply pending migrations")
-    p.add_argument("target", nargs="?", default="heads")
-    p.add_argument("--dry-run", action="store_true")
-    p = sub.add_parser("downgrade", help="undo migrations down to TARGET")
-    p.add_argument("target")
-    p.add_argument("--dry-run", action="store_true")
+    for name, help_text in (("upgrade", "apply pending migrations"),
+                            ("downgrade", "undo migrations down to TARGET")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("target", **({"nargs": "?", "default": "heads"} if name == "upgrade" else {}))
+        p.add_argument("--dry-run", action="store_true")
+        p.add_argument("--one-transaction", action="store_true",
+                       help="apply all migrations in one atomic transaction (default: one each)")
+        p.add_argument("--no-snapshot", action="store_true",
+                       help="do not take the snapshot a run takes before changing data")
     sub.add_parser("current", help="the revisions the database is at")
     sub.add_parser("history", help="the migration scripts, base first")
     sub.add_parser("heads", help="the head revisions of the scripts")
@@ -181,7 +184,9 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
         run: Callable[..., dict[str, Any]] = getattr(commands, command)
         reporter = _progress(args)
         try:
-            result = run(db, folder, args.target, dry_run=args.dry_run, progress=reporter)
+            result = run(db, folder, args.target, dry_run=args.dry_run, progress=reporter,
+                         transaction_per_migration=not args.one_transaction,
+                         snapshot=not args.no_snapshot)
         finally:
             if reporter is not None:
                 reporter.close()
@@ -265,6 +270,9 @@ def _format(args: argparse.Namespace, result: Any) -> str:
                  f"({sum(m.get('migrated', {}).values())} objects migrated)"
                  for m in result.get("migrations", [])]
         lines = lines or ["nothing to do"]
+        if result.get("snapshot"):
+            snap = result["snapshot"]
+            lines.insert(0, f"snapshot {snap['name']} ({snap['kind']}) taken first")
         lines.append(f"current: {_revs(result.get('current'))}")
         return "\n".join(lines)
     if command in ("current", "stamp"):

@@ -104,20 +104,20 @@ def heads(migrations_dir: str | Path) -> list[str]:
 
 
 def upgrade(db: Any, migrations_dir: str | Path, target: str = "heads", *, dry_run: bool = False,
-            progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Apply pending migrations up to ``target``."""
+            progress: Callable[[Any], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Apply pending migrations up to ``target`` (options as :func:`dsustore.upgrade`)."""
     from . import _runner
 
-    result = _runner.upgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress)
+    result = _runner.upgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress, **options)
     return dict(result.as_dict(), current=list(_runner.current(db)))
 
 
 def downgrade(db: Any, migrations_dir: str | Path, target: str, *, dry_run: bool = False,
-              progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Undo applied migrations down to ``target``."""
+              progress: Callable[[Any], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Undo applied migrations down to ``target`` (options as :func:`dsustore.downgrade`)."""
     from . import _runner
 
-    result = _runner.downgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress)
+    result = _runner.downgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress, **options)
     return dict(result.as_dict(), current=list(_runner.current(db)))
 
 

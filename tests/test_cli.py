@@ -255,3 +255,23 @@ def test_database_from_pyproject_and_environment(project):
     env["DSUSTORE_DB"] = str(project / "Other.fs")
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert "no database at" in result.stderr and "Other.fs" in result.stderr
+
+
+def test_upgrade_one_transaction_applies_all_in_one_commit_and_names_the_snapshot(project):
+    """--one-transaction: every pending migration in one commit; the snapshot taken first is printed."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    (project / "migrations" / "0002_add_active.py").write_text(
+        '"""activate users"""\nrevision = "0002"\ndown_revision = "0001"\n\n\n'
+        'def upgrade(patch):\n    patch.add_field("shopmodels.User", "active", True)\n')
+    result = run(project, "upgrade", "--one-transaction")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("snapshot before-upgrade-0002-") and "(tid) taken first" in result.stdout
+    db = ZODB.DB(FileStorage(str(project / "Data.fs"), read_only=True))
+    try:
+        migrations = [t for t in db.storage.iterator() if t.description.startswith(b"dsustore migration")]
+        assert len(migrations) == 1
+        with db.transaction() as conn:
+            user = conn.root()["users"]["user1"]
+            assert user.email == "nobody@example.com" and user.active is True
+    finally:
+        db.close()
