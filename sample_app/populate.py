@@ -81,55 +81,63 @@ def populate(db: Any, release: int, sizes: Sizes = Sizes(), *, seed: int = 1,
     """
     shop = releases.activate(release)
     dsustore.upgrade(db, releases.MIGRATIONS, target=releases.revision(release))
-    api = shop.api
-    rng = random.Random(seed)
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
         root = conn.root()
         if root["accounts"]:
             raise SystemExit("populate: the database already has accounts")
-        batches = _Batches(tm, conn, batch)
-        accounts = []
-        for i in range(sizes.accounts):
-            username = username_of(i)
-            accounts.append(api.create_account(root, username, password_for(username, seed)))
-            batches.created()
-        for i in range(sizes.products):
-            cents = rng.randint(50, 20_000)
-            api.add_product(root, sku_of(i), f"Product {i}", f"{cents // 100}.{cents % 100:02d}")
-            batches.created()
-        orders = []
-        for _ in range(sizes.orders):
-            lines = [(sku_of(p), rng.randint(1, 5))
-                     for p in rng.sample(range(sizes.products), rng.randint(1, min(3, sizes.products)))]
-            order = api.place_order(root, rng.choice(accounts), lines, ids=rng)
-            if len(orders) < SAMPLE:
-                orders.append({"order": order.id, "total": api.order_json(order)["total"]})
-            batches.created()
-        for _ in range(sizes.sessions):
-            api.open_session(root, rng.choice(accounts))
-            batches.created()
-        batches.commit()
+        orders = _create(shop.api, root, sizes, seed, _Batches(tm, conn, batch))
     finally:
         tm.abort()
         conn.close()
+    usernames = [username_of(i) for i in range(min(SAMPLE, sizes.accounts))]
     return {
         "release": release,
         "seed": seed,
         "sizes": asdict(sizes),
         "password_rule": "sample_app.populate.password_for(username, seed)",
-        "accounts": [{"username": username_of(i), "password": password_for(username_of(i), seed)}
-                     for i in range(min(SAMPLE, sizes.accounts))],
+        "accounts": [{"username": name, "password": password_for(name, seed)}
+                     for name in usernames],
         "products": [sku_of(i) for i in range(min(SAMPLE, sizes.products))],
         "orders": orders,
     }
 
 
+def _create(api: Any, root: Any, sizes: Sizes, seed: int,
+            batches: _Batches) -> list[dict[str, Any]]:
+    """Create the data through ``api``; returns the first orders with their totals."""
+    rng = random.Random(seed)
+    accounts = []
+    for i in range(sizes.accounts):
+        username = username_of(i)
+        accounts.append(api.create_account(root, username, password_for(username, seed)))
+        batches.created()
+    for i in range(sizes.products):
+        cents = rng.randint(50, 20_000)
+        api.add_product(root, sku_of(i), f"Product {i}", f"{cents // 100}.{cents % 100:02d}")
+        batches.created()
+    orders = []
+    for _ in range(sizes.orders):
+        chosen = rng.sample(range(sizes.products), rng.randint(1, min(3, sizes.products)))
+        lines = [(sku_of(p), rng.randint(1, 5)) for p in chosen]
+        order = api.place_order(root, rng.choice(accounts), lines, ids=rng)
+        if len(orders) < SAMPLE:
+            orders.append({"order": order.id, "total": api.order_json(order)["total"]})
+        batches.created()
+    for _ in range(sizes.sessions):
+        api.open_session(root, rng.choice(accounts))
+        batches.created()
+    batches.commit()
+    return orders
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sample_app.populate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sample_app.populate",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--db", required=True, help="FileStorage path or database URI")
-    parser.add_argument("--release", type=int, default=1, help="the release whose code creates the data")
+    parser.add_argument("--release", type=int, default=1,
+                        help="the release whose code creates the data")
     parser.add_argument("--accounts", type=int, default=Sizes.accounts)
     parser.add_argument("--products", type=int, default=Sizes.products)
     parser.add_argument("--orders", type=int, default=Sizes.orders)
@@ -142,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.release <= releases.LATEST:
         parser.error(f"--release must be 1 to {releases.LATEST}")
     sizes = Sizes(args.accounts, args.products, args.orders, args.sessions)
-    if min(asdict(sizes).values()) < 0 or (args.orders and not (args.accounts and args.products)):
-        parser.error("sizes must be >= 0, and orders need accounts and products")
+    if min(asdict(sizes).values()) < 0 or args.batch < 1:
+        parser.error("sizes must be >= 0 and --batch >= 1")
+    orphans = args.orders and not (args.accounts and args.products)
+    if orphans or (args.sessions and not args.accounts):
+        parser.error("orders need accounts and products, sessions need accounts")
     credentials = Path(args.credentials or _default_credentials(args.db))
     started = time.monotonic()
     db = open_database(args.db)

@@ -45,7 +45,7 @@ Response = tuple[int, dict[str, Any]]
 
 
 class BadRequest(Exception):
-    """A request body that is not a JSON object."""
+    """A request body that cannot be read as JSON."""
 
 
 def current_api() -> ModuleType:
@@ -67,7 +67,8 @@ class SampleApp:
         self.retries = retries
         self.transaction_scope: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO") or "/"
         try:
@@ -136,34 +137,46 @@ def prepare_database(db: Any, release: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    releases.activate(args.release)
+    db = open_database(args.db)
+    try:
+        prepare_database(db, args.release)
+        serve(SampleApp(db), args.host, args.port)
+    finally:
+        db.close()
+    return 0
+
+
+def serve(app: SampleApp, host: str, port: int) -> None:
+    """Serve ``app`` with waitress until SIGTERM or Ctrl-C, announcing the address first."""
     import waitress
 
-    parser = argparse.ArgumentParser(prog="python -m sample_app.server", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", required=True, help="FileStorage path, or a URI such as zeo://host:port")
+    server = waitress.create_server(app, host=host, port=port, threads=THREADS)
+    signal.signal(signal.SIGTERM, _exit)
+    print(f"serving on http://{server.effective_host}:{server.effective_port}", flush=True)
+    try:
+        server.run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.close()
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sample_app.server",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--db", required=True,
+                        help="FileStorage path, or a URI such as zeo://host:port")
     parser.add_argument("--release", type=int, default=releases.LATEST, help="the release to run")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args(argv)
     if not 1 <= args.release <= releases.LATEST:
         parser.error(f"--release must be 1 to {releases.LATEST}")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    releases.activate(args.release)
-    db = open_database(args.db)
-    try:
-        prepare_database(db, args.release)
-        server = waitress.create_server(SampleApp(db), host=args.host, port=args.port,
-                                        threads=THREADS)
-        signal.signal(signal.SIGTERM, _exit)
-        print(f"serving on http://{server.effective_host}:{server.effective_port}", flush=True)
-        try:
-            server.run()
-        except (KeyboardInterrupt, SystemExit):
-            pass
-        finally:
-            server.close()
-    finally:
-        db.close()
-    return 0
+    return args
 
 
 def _exit(signum: int, frame: Any) -> None:

@@ -1,8 +1,9 @@
-"""Offline upgrade of a sample database with the newest code: ``python -m sample_app.upgrade --db PATH``.
+"""Offline upgrade of a sample database with the newest code.
 
-The latest release's code is activated whatever the target, as a deployment of
-that code would run it; the migrations up to ``--to`` (default: the latest
-release) are applied, each in its own transaction, and reported one per line.
+``python -m sample_app.upgrade --db PATH [--to N]`` activates the latest
+release's code whatever the target, as a deployment of that code would run it,
+then applies the migrations up to ``--to`` (default: the latest release), each
+in its own transaction, and reports them one per line.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from sample_app.database import open_database
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sample_app.upgrade", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sample_app.upgrade",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--db", required=True, help="FileStorage path or database URI")
-    parser.add_argument("--to", type=int, default=releases.LATEST, help="the release to upgrade the data to")
-    parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
+    parser.add_argument("--to", type=int, default=releases.LATEST,
+                        help="the release to upgrade the data to")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="report what would change, write nothing")
     args = parser.parse_args(argv)
     if not 1 <= args.to <= releases.LATEST:
         parser.error(f"--to must be 1 to {releases.LATEST}")
@@ -37,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         db.close()
     for migration in result.migrations:
         report = migration.report
-        print(f"{migration.revision} {migration.message.rstrip('.')}: {report.objects_migrated} migrated, "
-              f"{report.references_rewritten} rewritten, {report.duration:.1f}s")
+        print(f"{migration.revision} {migration.message.rstrip('.')}: "
+              f"{report.objects_migrated} migrated, {report.references_rewritten} rewritten, "
+              f"{report.duration:.1f}s")
     verb = "would apply" if args.dry_run else "applied"
     print(f"{verb} {len(result.migrations)} migration(s) in {time.monotonic() - started:.1f}s")
     return 0

@@ -1,4 +1,4 @@
-"""The sample application: its releases, its migrations run on data each release created, its server.
+"""The sample application: releases, migrations run on the data each release created, server.
 
 Data of release N is created by release N's own code in a subprocess
 (``python -m sample_app.populate``); the upgrade then runs with only the newest
@@ -104,7 +104,8 @@ def test_populate_makes_the_same_data_for_the_same_seed(restore_code):
     first = run(3)
     assert run(3) == first
     assert run(4)["orders"] != first["orders"]
-    assert len(first["orders"]) == 8 and first["accounts"][0]["password"] == password_for("user00000", 3)
+    assert len(first["orders"]) == 8
+    assert first["accounts"][0]["password"] == password_for("user00000", 3)
 
 
 # -- every release's data upgraded to head -------------------------------------------
@@ -133,7 +134,8 @@ def upgraded(request, release_data, tmp_path_factory) -> Iterator[Upgraded]:
 
 
 def test_upgrade_applies_the_migrations_of_the_later_releases(upgraded):
-    assert upgraded.result.revisions == [releases.revision(n) for n in range(upgraded.release + 1, LATEST + 1)]
+    later = range(upgraded.release + 1, LATEST + 1)
+    assert upgraded.result.revisions == [releases.revision(n) for n in later]
     assert dsustore.current(upgraded.db) == (releases.revision(LATEST),)
 
 
@@ -143,11 +145,11 @@ def test_every_account_logs_in_with_its_original_password(upgraded):
         usernames = list(root["accounts"].keys())
         assert len(usernames) == SAMPLE_SIZES["accounts"]
         for username in usernames:
-            password = password_for(username, SAMPLE_SEED)
-            status, body = dispatch(root, "POST", "/login", {"username": username, "password": password})
+            login = {"username": username, "password": password_for(username, SAMPLE_SEED)}
+            status, body = dispatch(root, "POST", "/login", login)
             assert status == 200 and body["token"], (username, body)
-        status, _ = dispatch(root, "POST", "/login", {"username": usernames[0], "password": "wrong"})
-        assert status == 401
+        wrong = {"username": usernames[0], "password": "wrong"}
+        assert dispatch(root, "POST", "/login", wrong)[0] == 401
 
 
 def test_order_totals_are_unchanged(upgraded):
@@ -186,7 +188,8 @@ def test_no_record_names_the_money_class_of_its_old_module(upgraded):
         assert oids
         for oid in oids:
             data, _ = storage.load(oid)
-            assert b"sampleshop.models\nMoney\n" not in data and b"sampleshop.money\nMoney\n" in data
+            assert b"sampleshop.models\nMoney\n" not in data
+            assert b"sampleshop.money\nMoney\n" in data
 
 
 def test_money_stored_before_the_move_is_renamed_in_place(upgraded):
@@ -206,7 +209,8 @@ def test_no_session_is_left(upgraded):
 
 # -- migrations on their own ---------------------------------------------------------
 
-def test_a_new_database_is_built_by_the_migrations_with_the_latest_code_alone(latest_shop, tmp_path):
+def test_a_new_database_is_built_by_the_migrations_with_the_latest_code_alone(
+        latest_shop, tmp_path):
     db = open_database(str(tmp_path / "new.fs"))
     try:
         result = dsustore.upgrade(db, MIGRATIONS)
@@ -260,7 +264,8 @@ def test_a_total_that_is_not_whole_cents_fails_the_money_validation_and_nothing_
         with pytest.raises(dsustore.ValidationError) as failed:
             with dsustore.Patch(db) as patch:
                 load_migration("0004").upgrade(patch)
-        assert [(f.name, f.oids) for f in failed.value.failures] == [("OrderTotalsUnchanged", (oid,))]
+        failures = [(f.name, f.oids) for f in failed.value.failures]
+        assert failures == [("OrderTotalsUnchanged", (oid,))]
         assert db.lastTransaction() == last
         with pytest.raises(dsustore.ValidationError) as failed:
             dsustore.upgrade(db, MIGRATIONS)
@@ -276,14 +281,16 @@ def test_a_total_that_is_not_whole_cents_fails_the_money_validation_and_nothing_
 def test_a_hashing_bug_fails_the_login_validation(latest_shop, release_copy, monkeypatch):
     """Hashes that do not match the old passwords are refused: no account is locked out."""
     real = latest_shop.passwords.hash_password
-    monkeypatch.setattr(latest_shop.passwords, "hash_password", lambda password: real(password[:-1]))
+    monkeypatch.setattr(latest_shop.passwords, "hash_password",
+                        lambda password: real(password[:-1]))
     path, _ = release_copy(4)
     db = open_database(str(path))
     try:
         with pytest.raises(dsustore.ValidationError) as failed:
             dsustore.upgrade(db, MIGRATIONS)
         [failure] = failed.value.failures
-        assert failure.name == "EveryAccountCanLogIn" and len(failure.oids) == SAMPLE_SIZES["accounts"]
+        assert failure.name == "EveryAccountCanLogIn"
+        assert len(failure.oids) == SAMPLE_SIZES["accounts"]
         assert dsustore.current(db) == ("0004",)
     finally:
         db.close()
@@ -385,8 +392,8 @@ def test_an_error_status_or_exception_aborts_what_the_request_wrote(memory_db, m
     assert app.handle("POST", "/refused", {})[0] == 400
     assert app.handle("POST", "/boom", {})[0] == 500
     assert app.handle("POST", "/accepted", {})[0] == 200
-    assert (stored(memory_db, "/refused"), stored(memory_db, "/boom"), stored(memory_db, "/accepted")) \
-        == (None, None, True)
+    written = [stored(memory_db, path) for path in ("/refused", "/boom", "/accepted")]
+    assert written == [None, None, True]
 
 
 def test_each_request_runs_the_api_module_active_at_that_time(memory_db, monkeypatch):
@@ -403,8 +410,8 @@ def test_the_wsgi_app_answers_json_and_refuses_a_body_that_is_not_json(memory_db
 
     def call(data: bytes) -> tuple[str, dict, dict]:
         answer = {}
-        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/accounts", "CONTENT_LENGTH": str(len(data)),
-                   "wsgi.input": io.BytesIO(data)}
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/accounts",
+                   "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data)}
         body = b"".join(app(environ, lambda status, headers: answer.update(status=status,
                                                                           headers=dict(headers))))
         return answer["status"], answer["headers"], json.loads(body)
@@ -430,10 +437,10 @@ def http(base: str, method: str, path: str, body: Any = None) -> tuple[int, dict
 
 
 @contextmanager
-def running_server(db_path: Path, release: int) -> Iterator[tuple[str, subprocess.Popen]]:
+def running_server(db: Path | str, release: int) -> Iterator[tuple[str, subprocess.Popen]]:
     """``python -m sample_app.server`` on a free port; yields its base URL, stops it on leaving."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sample_app.server", "--db", str(db_path), "--release", str(release),
+        [sys.executable, "-m", "sample_app.server", "--db", str(db), "--release", str(release),
          "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
@@ -466,7 +473,8 @@ def test_the_server_answers_every_endpoint_over_http_from_several_threads(releas
             items = [{"sku": skus[0], "qty": 2}, {"sku": skus[1], "qty": i + 1}]
             status, placed = http(base, "POST", "/orders", {**me, "items": items})
             expected = prices[skus[0]] * 2 + prices[skus[1]] * (i + 1)
-            assert status == 201 and Decimal(placed["total"]) == expected and placed["currency"] == "EUR"
+            assert status == 201 and placed["currency"] == "EUR"
+            assert Decimal(placed["total"]) == expected
             status, order = http(base, "GET", f"/orders/{placed['order']}")
             assert status == 200 and order["username"] == me["username"] and order["items"] == items
             assert http(base, "GET", f"/accounts/{me['username']}")[1]["username"] == me["username"]
@@ -481,12 +489,32 @@ def test_the_server_answers_every_endpoint_over_http_from_several_threads(releas
         assert status == 200 and re.fullmatch(r"\d+\.\d\d", product["price"])
         bad_login = {"username": known[0]["username"], "password": "wrong"}
         assert http(base, "POST", "/login", bad_login)[0] == 401
-        assert http(base, "POST", "/orders", {**bad_login, "items": [{"sku": skus[0], "qty": 1}]})[0] == 401
+        one = [{"sku": skus[0], "qty": 1}]
+        assert http(base, "POST", "/orders", {**bad_login, "items": one})[0] == 401
         assert http(base, "POST", "/orders", {**known[0], "items": []})[0] == 400
-        assert http(base, "POST", "/accounts", {"username": "buyer0", "password": "again"})[0] == 409
+        taken = {"username": "buyer0", "password": "again"}
+        assert http(base, "POST", "/accounts", taken)[0] == 409
         assert http(base, "POST", "/accounts", {"username": "no spaces", "password": "x"})[0] == 400
         for missing in ("/accounts/nobody", "/orders/1", "/products/NOPE", "/nowhere"):
             status, body = http(base, "GET", missing)
             assert status == 404 and body["status"] == 404
         proc.terminate()
         assert proc.wait(timeout=20) == 0
+
+
+def test_the_server_keeps_its_data_in_zeo_when_given_a_zeo_uri(tmp_path):
+    """A zeo:// database starts empty, is migrated to the release, and keeps what requests wrote."""
+    from servers import ZEOServer
+
+    me = {"username": "zeo-user", "password": "over-the-wire"}
+    with ZEOServer(base_dir=tmp_path) as zeo:
+        with running_server(zeo.uri, LATEST) as (base, _):
+            assert http(base, "POST", "/accounts", me)[0] == 201
+            assert http(base, "POST", "/login", me)[0] == 200
+        db = open_database(zeo.uri)
+        try:
+            assert dsustore.current(db) == (releases.revision(LATEST),)
+            with root_of(db) as root:
+                assert list(root["accounts"].keys()) == [me["username"]]
+        finally:
+            db.close()
