@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -112,3 +116,86 @@ def _restore_shopmodels():
 
 
 os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+
+
+# -- the sample application -----------------------------------------------------------
+
+ROOT = TESTS.parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # sample_app is run from a checkout, not installed
+
+#: populate sizes for tests: small, but every class has instances
+SAMPLE_SIZES = {"accounts": 30, "products": 10, "orders": 60, "sessions": 20}
+SAMPLE_SEED = 7
+
+
+def _sampleshop_modules() -> dict:
+    return {name: module for name, module in sys.modules.items()
+            if name == "sampleshop" or name.startswith("sampleshop.")}
+
+
+@contextmanager
+def code_restored() -> Iterator[None]:
+    """Put ``sys.path`` and the ``sampleshop`` modules back as they were on leaving."""
+    path, modules = list(sys.path), _sampleshop_modules()
+    try:
+        yield
+    finally:
+        sys.path[:] = path
+        for name in _sampleshop_modules():
+            del sys.modules[name]
+        sys.modules.update(modules)
+
+
+@pytest.fixture
+def restore_code() -> Iterator[None]:
+    """Tests that activate releases leave the process's code as they found it."""
+    with code_restored():
+        yield
+
+
+@pytest.fixture
+def latest_shop(restore_code):
+    """The newest release's ``sampleshop`` package, active for the test."""
+    from sample_app import releases
+
+    return releases.activate(releases.LATEST)
+
+
+@pytest.fixture(scope="session")
+def release_data(tmp_path_factory) -> dict[int, Path]:
+    """A small FileStorage per release, each created by that release's code in a subprocess.
+
+    The populates run in parallel; tests work on copies (:func:`copy_release`).
+    """
+    from sample_app import releases
+
+    folder = tmp_path_factory.mktemp("release-data")
+    sizes = [arg for key, value in SAMPLE_SIZES.items() for arg in (f"--{key}", str(value))]
+    running = {
+        n: subprocess.Popen(
+            [sys.executable, "-m", "sample_app.populate", "--db", str(folder / f"r{n}.fs"),
+             "--release", str(n), "--seed", str(SAMPLE_SEED), *sizes],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(1, releases.LATEST + 1)
+    }
+    for n, proc in running.items():
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"populate --release {n} failed:\n{out}\n{err}")
+    return {n: folder / f"r{n}.fs" for n in running}
+
+
+def copy_release(release_data: dict[int, Path], n: int, folder: Path) -> tuple[Path, dict]:
+    """A private copy of release ``n``'s database in ``folder``, and its credentials record."""
+    source = release_data[n]
+    target = folder / f"r{n}" / "Data.fs"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    return target, json.loads(source.with_name(f"r{n}.credentials.json").read_text())
+
+
+@pytest.fixture
+def release_copy(release_data, tmp_path):
+    """``release_copy(n)``: a private copy of release ``n``'s database and its credentials."""
+    return lambda n: copy_release(release_data, n, tmp_path)

@@ -1,0 +1,47 @@
+"""Release 6: Money moved from ``sampleshop.models`` to its own module, ``sampleshop.money``.
+
+Money is stored inline in the records of products and orders, so renaming the
+class rewrites those records. The application validation checks that every price
+and total now loads as the code's Money.
+
+This move comes before release 8 on purpose: a migration that rewrites a record
+holding an inline object whose class the code no longer has writes it back as a
+broken object, which a later rename cannot repair. No migration after this one
+therefore rewrites records that still name ``sampleshop.models.Money``.
+"""
+
+import itertools
+
+from dsustore import Validation
+
+revision = "0006"
+down_revision = "0005"
+
+OLD = "sampleshop.models.Money"
+NEW = "sampleshop.money.Money"
+CACHE_BATCH = 5000
+
+
+class AmountsAreMoney(Validation):
+    """Every product price and order total is a ``sampleshop.money.Money``."""
+
+    def execute(self, old_ns, new_ns):
+        Validation.__init__(self)  # a retried patch validates again from scratch
+        from sampleshop.money import Money
+
+        root = new_ns.root
+        amounts = itertools.chain(
+            ((product, product.price) for product in root["products"].values()),
+            ((order, order.total) for order in root["orders"].values()),
+        )
+        for count, (record, amount) in enumerate(amounts, 1):
+            if type(amount) is not Money:
+                self.flag(record)
+            if count % CACHE_BATCH == 0:
+                new_ns.connection.cacheGC()
+        return self.flagged_count == 0
+
+
+def upgrade(patch):
+    patch.rename_class(OLD, NEW)
+    patch.add_validation(AmountsAreMoney())

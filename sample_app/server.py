@@ -1,0 +1,187 @@
+"""The sample application over HTTP: a WSGI app with one connection and transaction per request.
+
+Like ``pyramid_tm``, each request opens a connection with a transaction manager
+of its own, runs the API, commits (or aborts, for an error status), and is run
+again from scratch when the transaction hits a transient error such as a
+ConflictError. The API is looked up in ``sys.modules`` on every request, so code
+loaded by :func:`sample_app.releases.activate` serves the next request.
+
+``python -m sample_app.server --db PATH_OR_URI --release N`` serves it with
+waitress and prints ``serving on http://HOST:PORT`` once listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from http import HTTPStatus
+from types import ModuleType
+from typing import Any
+
+import transaction
+from transaction.interfaces import TransientError
+
+import dsustore
+from sample_app import releases
+from sample_app.database import open_database
+
+log = logging.getLogger("sample_app.server")
+
+API_MODULE = "sampleshop.api"
+#: how many times a request is run again after a transient error (pyramid_tm's default is 3)
+RETRIES = 3
+MAX_BODY = 1 << 20
+#: waitress worker threads: requests in flight at once, each with its own connection
+THREADS = 8
+
+Response = tuple[int, dict[str, Any]]
+
+
+class BadRequest(Exception):
+    """A request body that cannot be read as JSON."""
+
+
+def current_api() -> ModuleType:
+    """The API module of the code the process runs now."""
+    module = sys.modules.get(API_MODULE)
+    return module if module is not None else importlib.import_module(API_MODULE)
+
+
+class SampleApp:
+    """The WSGI application over ``db``.
+
+    ``transaction_scope`` is a zero-argument callable returning a context manager
+    entered around each attempt's whole transaction, from opening the connection
+    to closing it: a live update replaces it with a gate that holds requests.
+    """
+
+    def __init__(self, db: Any, *, retries: int = RETRIES) -> None:
+        self.db = db
+        self.retries = retries
+        self.transaction_scope: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO") or "/"
+        try:
+            status, payload = self.handle(method, path, read_body(environ))
+        except BadRequest as err:
+            status, payload = 400, {"error": str(err), "status": 400}
+        data = json.dumps(payload).encode()
+        start_response(f"{status} {HTTPStatus(status).phrase}", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def handle(self, method: str, path: str, body: Any) -> Response:
+        """Run one request, again after each transient error, up to ``retries`` times."""
+        for attempt in range(self.retries + 1):
+            try:
+                with self.transaction_scope():
+                    return self.attempt(method, path, body)
+            except TransientError as err:
+                log.info("%s %s: %s (attempt %d)", method, path, type(err).__name__, attempt + 1)
+            except Exception:
+                log.exception("%s %s failed", method, path)
+                return 500, {"error": "internal error", "status": 500}
+        return 503, {"error": "too many conflicting requests; try again", "status": 503}
+
+    def attempt(self, method: str, path: str, body: Any) -> Response:
+        """One transaction: commit for a success status, abort otherwise."""
+        tm = transaction.TransactionManager(explicit=True)
+        tm.begin()
+        conn = self.db.open(transaction_manager=tm)
+        try:
+            status, payload = current_api().dispatch(conn.root(), method, path, body)
+            if status < 400:
+                tm.commit()
+            else:
+                tm.abort()
+            return status, payload
+        except BaseException:
+            tm.abort()
+            raise
+        finally:
+            conn.close()
+
+
+def read_body(environ: dict[str, Any]) -> Any:
+    """The request's JSON body, None when it has none."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise BadRequest("bad Content-Length") from None
+    if length <= 0:
+        return None
+    if length > MAX_BODY:
+        raise BadRequest(f"body larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(environ["wsgi.input"].read(length))
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not JSON") from None
+
+
+def prepare_database(db: Any, release: int) -> None:
+    """Bring the database to the revision ``release`` needs; refuse one that is ahead of it."""
+    ahead = [rev for rev in dsustore.current(db) if rev > releases.revision(release)]
+    if ahead:
+        raise SystemExit(f"the database is at {', '.join(ahead)}, ahead of release {release}")
+    dsustore.upgrade(db, releases.MIGRATIONS, target=releases.revision(release))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    releases.activate(args.release)
+    db = open_database(args.db)
+    try:
+        prepare_database(db, args.release)
+        serve(SampleApp(db), args.host, args.port)
+    finally:
+        db.close()
+    return 0
+
+
+def serve(app: SampleApp, host: str, port: int) -> None:
+    """Serve ``app`` with waitress until SIGTERM or Ctrl-C, announcing the address first."""
+    import waitress
+
+    server = waitress.create_server(app, host=host, port=port, threads=THREADS)
+    signal.signal(signal.SIGTERM, _exit)
+    print(f"serving on http://{server.effective_host}:{server.effective_port}", flush=True)
+    try:
+        server.run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.close()
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sample_app.server",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--db", required=True,
+                        help="FileStorage path, or a URI such as zeo://host:port")
+    parser.add_argument("--release", type=int, default=releases.LATEST, help="the release to run")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    if not 1 <= args.release <= releases.LATEST:
+        parser.error(f"--release must be 1 to {releases.LATEST}")
+    return args
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

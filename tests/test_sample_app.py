@@ -1,0 +1,520 @@
+"""The sample application: releases, migrations run on the data each release created, server.
+
+Data of release N is created by release N's own code in a subprocess
+(``python -m sample_app.populate``); the upgrade then runs with only the newest
+code active, as a deployment of that code would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import select
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+import transaction
+import ZODB
+from ZODB.MappingStorage import MappingStorage
+from ZODB.POSException import ConflictError
+
+import dsustore
+from conftest import ROOT, SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
+from sample_app import releases
+from sample_app.database import open_database
+from sample_app.populate import Sizes, password_for, populate
+from sample_app.server import RETRIES, SampleApp
+
+LATEST = releases.LATEST
+MIGRATIONS = releases.MIGRATIONS
+SESSION = "sampleshop.models.Session"
+
+
+@contextmanager
+def root_of(db: Any) -> Iterator[Any]:
+    """The root in a transaction of its own, always aborted."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        yield conn.root()
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def fields(obj: Any) -> dict[str, Any]:
+    obj._p_activate()
+    return vars(obj)
+
+
+# -- releases ------------------------------------------------------------------------
+
+def test_activate_replaces_the_running_release_with_another(restore_code):
+    """Only the activated release's directory stays on sys.path and its modules are fresh."""
+    first = releases.activate(1)
+    assert first.RELEASE == 1 and releases.active_release() == 1
+    latest = releases.activate(LATEST)
+    assert latest.RELEASE == LATEST and releases.active_release() == LATEST
+    assert sys.modules["sampleshop.api"] is latest.api
+    assert latest.models.Account is not first.models.Account
+    assert Path(latest.api.__file__).is_relative_to(releases.release_dir(LATEST))
+    on_path = [entry for entry in sys.path if Path(entry).parent == releases.RELEASES]
+    assert on_path == [str(releases.release_dir(LATEST))]
+
+
+def test_release_numbers_outside_the_history_are_refused():
+    for wrong in (0, LATEST + 1, "1"):
+        with pytest.raises(ValueError):
+            releases.release_dir(wrong)
+
+
+# -- populate ------------------------------------------------------------------------
+
+def test_populate_creates_what_each_release_stored(release_data):
+    """Every release stores its accounts, products and orders; sessions only until release 7."""
+    for n, path in release_data.items():
+        objects = json.loads(path.with_name(f"r{n}.credentials.json").read_text())["objects"]
+        assert objects["sampleshop.models.Account"] == SAMPLE_SIZES["accounts"]
+        assert objects["sampleshop.models.Product"] == SAMPLE_SIZES["products"]
+        assert objects["sampleshop.models.Order"] == SAMPLE_SIZES["orders"]
+        assert objects.get(SESSION, 0) == (SAMPLE_SIZES["sessions"] if n < 7 else 0)
+
+
+def test_populate_makes_the_same_data_for_the_same_seed(restore_code):
+    """Usernames, passwords, order ids and totals depend on the seed alone."""
+    def run(seed: int) -> dict:
+        db = ZODB.DB(MappingStorage())
+        try:
+            return populate(db, 2, Sizes(accounts=5, products=3, orders=8, sessions=2), seed=seed)
+        finally:
+            db.close()
+
+    first = run(3)
+    assert run(3) == first
+    assert run(4)["orders"] != first["orders"]
+    assert len(first["orders"]) == 8
+    assert first["accounts"][0]["password"] == password_for("user00000", 3)
+
+
+# -- every release's data upgraded to head -------------------------------------------
+
+@dataclass
+class Upgraded:
+    release: int
+    shop: ModuleType
+    db: Any
+    credentials: dict
+    result: dsustore.UpgradeResult
+
+
+@pytest.fixture(scope="module", params=range(1, LATEST + 1), ids=lambda n: f"r{n}")
+def upgraded(request, release_data, tmp_path_factory) -> Iterator[Upgraded]:
+    """Release N's data, upgraded to head by dsustore with the latest code active."""
+    with code_restored():
+        shop = releases.activate(LATEST)
+        path, credentials = copy_release(release_data, request.param, tmp_path_factory.mktemp("up"))
+        db = open_database(str(path))
+        try:
+            result = dsustore.upgrade(db, MIGRATIONS)
+            yield Upgraded(request.param, shop, db, credentials, result)
+        finally:
+            db.close()
+
+
+def test_upgrade_applies_the_migrations_of_the_later_releases(upgraded):
+    later = range(upgraded.release + 1, LATEST + 1)
+    assert upgraded.result.revisions == [releases.revision(n) for n in later]
+    assert dsustore.current(upgraded.db) == (releases.revision(LATEST),)
+
+
+def test_every_account_logs_in_with_its_original_password(upgraded):
+    dispatch = upgraded.shop.api.dispatch
+    with root_of(upgraded.db) as root:
+        usernames = list(root["accounts"].keys())
+        assert len(usernames) == SAMPLE_SIZES["accounts"]
+        for username in usernames:
+            login = {"username": username, "password": password_for(username, SAMPLE_SEED)}
+            status, body = dispatch(root, "POST", "/login", login)
+            assert status == 200 and body["token"], (username, body)
+        wrong = {"username": usernames[0], "password": "wrong"}
+        assert dispatch(root, "POST", "/login", wrong)[0] == 401
+
+
+def test_order_totals_are_unchanged(upgraded):
+    """The totals the old release reported are reported again, and every total adds up."""
+    dispatch = upgraded.shop.api.dispatch
+    with root_of(upgraded.db) as root:
+        for recorded in upgraded.credentials["orders"]:
+            status, body = dispatch(root, "GET", f"/orders/{recorded['order']}", None)
+            assert status == 200
+            assert (body["total"], body["currency"]) == (recorded["total"], "EUR")
+        for order in root["orders"].values():
+            lines = sum(product.price.amount * qty for product, qty in order.lines)
+            assert order.total.amount == lines
+
+
+def test_data_takes_the_latest_shape(upgraded):
+    """Account fields renamed, added and hashed; Money from its module; Record as superclass."""
+    shop = upgraded.shop
+    with root_of(upgraded.db) as root:
+        assert set(root) == {"accounts", "products", "orders", "token_secret", "dsustore"}
+        for username, account in root["accounts"].items():
+            assert set(fields(account)) == {"username", "email", "password_hash", "created"}
+            assert account.username == username and account.email == f"{username}@shop.example"
+            assert account.password_hash.startswith("pbkdf2_sha256$")
+        for record, amount in [(p, p.price) for p in root["products"].values()] + [
+                (o, o.total) for o in root["orders"].values()]:
+            assert isinstance(record, shop.models.Record) and isinstance(record.created, float)
+            assert type(amount) is shop.money.Money and amount.currency == "EUR"
+            assert "placed" not in fields(record)
+
+
+def test_no_record_names_the_money_class_of_its_old_module(upgraded):
+    storage = upgraded.db.storage
+    for cls in ("sampleshop.models.Product", "sampleshop.models.Order"):
+        oids = list(dsustore.mop.instance_oids(storage, cls))
+        assert oids
+        for oid in oids:
+            data, _ = storage.load(oid)
+            assert b"sampleshop.models\nMoney\n" not in data
+            assert b"sampleshop.money\nMoney\n" in data
+
+
+def test_money_stored_before_the_move_is_renamed_in_place(upgraded):
+    """Releases 4 and 5 stored sampleshop.models.Money: 0006 rewrites every product and order."""
+    rewritten = {m.revision: m.report.references_rewritten for m in upgraded.result.migrations}
+    moved = SAMPLE_SIZES["products"] + SAMPLE_SIZES["orders"] if upgraded.release in (4, 5) else 0
+    assert rewritten.get("0006", 0) == moved
+
+
+def test_no_session_is_left(upgraded):
+    """The sessions go unreferenced in 0007 and a pack removes them."""
+    removed = sum(m.report.unreferenced_removed.get(SESSION, 0) for m in upgraded.result.migrations)
+    assert removed == (SAMPLE_SIZES["sessions"] if upgraded.release < 7 else 0)
+    dsustore.pack(upgraded.db)
+    assert SESSION not in dsustore.mop.class_counts(upgraded.db.storage)
+
+
+# -- migrations on their own ---------------------------------------------------------
+
+def test_a_new_database_is_built_by_the_migrations_with_the_latest_code_alone(
+        latest_shop, tmp_path):
+    db = open_database(str(tmp_path / "new.fs"))
+    try:
+        result = dsustore.upgrade(db, MIGRATIONS)
+        assert result.revisions == [releases.revision(n) for n in range(1, LATEST + 1)]
+        with root_of(db) as root:
+            assert set(root) == {"accounts", "products", "orders", "token_secret", "dsustore"}
+            credentials = {"username": "newcomer", "password": "s3cret"}
+            assert latest_shop.api.dispatch(root, "POST", "/accounts", credentials)[0] == 201
+            assert latest_shop.api.dispatch(root, "POST", "/login", credentials)[0] == 200
+    finally:
+        db.close()
+
+
+def test_the_money_migration_downgrades_to_the_same_floats(latest_shop, release_copy):
+    path, _ = release_copy(3)
+    db = open_database(str(path))
+    try:
+        with root_of(db) as root:
+            before = {number: order.total for number, order in root["orders"].items()}
+        dsustore.upgrade(db, MIGRATIONS, target="0004")
+        dsustore.downgrade(db, MIGRATIONS, target="0003")
+        with root_of(db) as root:
+            after = {number: order.total for number, order in root["orders"].items()}
+        assert after == before and all(type(total) is float for total in after.values())
+    finally:
+        db.close()
+
+
+def load_migration(revision: str) -> ModuleType:
+    """A migration script as a module, to run it in a patch of the test's own."""
+    import importlib.util
+
+    path = next(MIGRATIONS.glob(f"{revision}_*.py"))
+    spec = importlib.util.spec_from_file_location(f"sample_migration_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_total_that_is_not_whole_cents_fails_the_money_validation_and_nothing_is_written(
+        latest_shop, release_copy):
+    path, credentials = release_copy(3)
+    number = credentials["orders"][0]["order"]
+    db = open_database(str(path))
+    try:
+        with db.transaction() as conn:
+            order = conn.root()["orders"][number]
+            order.total = 12.345
+            oid = dsustore.errors.format_oid(order._p_oid)
+        last = db.lastTransaction()
+        with pytest.raises(dsustore.ValidationError) as failed:
+            with dsustore.Patch(db) as patch:
+                load_migration("0004").upgrade(patch)
+        failures = [(f.name, f.oids) for f in failed.value.failures]
+        assert failures == [("OrderTotalsUnchanged", (oid,))]
+        assert db.lastTransaction() == last
+        with pytest.raises(dsustore.ValidationError) as failed:
+            dsustore.upgrade(db, MIGRATIONS)
+        assert failed.value.migration == "0004"
+        assert dsustore.current(db) == ("0003",)
+        with root_of(db) as root:
+            assert root["orders"][number].total == 12.345
+            assert all(type(p.price) is float for p in root["products"].values())
+    finally:
+        db.close()
+
+
+def test_a_hashing_bug_fails_the_login_validation(latest_shop, release_copy, monkeypatch):
+    """Hashes that do not match the old passwords are refused: no account is locked out."""
+    real = latest_shop.passwords.hash_password
+    monkeypatch.setattr(latest_shop.passwords, "hash_password",
+                        lambda password: real(password[:-1]))
+    path, _ = release_copy(4)
+    db = open_database(str(path))
+    try:
+        with pytest.raises(dsustore.ValidationError) as failed:
+            dsustore.upgrade(db, MIGRATIONS)
+        [failure] = failed.value.failures
+        assert failure.name == "EveryAccountCanLogIn"
+        assert len(failure.oids) == SAMPLE_SIZES["accounts"]
+        assert dsustore.current(db) == ("0004",)
+    finally:
+        db.close()
+
+
+def test_a_session_still_referenced_blocks_removing_the_class(restore_code, release_copy):
+    """An account that kept a session (written by release 6) makes 0007 fail, naming the account."""
+    path, credentials = release_copy(6)
+    releases.activate(6)
+    db = open_database(str(path))
+    with db.transaction() as conn:
+        root = conn.root()
+        account = root["accounts"][credentials["accounts"][0]["username"]]
+        account.last_session = next(iter(root["sessions"].values()))
+        referrer = dsustore.errors.format_oid(account._p_oid)
+    db.close()
+    releases.activate(LATEST)
+    db = open_database(str(path))
+    try:
+        with pytest.raises(dsustore.ValidationError) as failed:
+            dsustore.upgrade(db, MIGRATIONS)
+        [failure] = [f for f in failed.value.failures if SESSION in f.message]
+        assert failure.oids == (referrer,)
+        assert dsustore.current(db) == ("0006",)
+    finally:
+        db.close()
+
+
+# -- the WSGI application --------------------------------------------------------------
+
+@pytest.fixture
+def memory_db() -> Iterator[ZODB.DB]:
+    db = ZODB.DB(MappingStorage())
+    yield db
+    db.close()
+
+
+def serve_with(monkeypatch, dispatch) -> None:
+    """Make ``dispatch`` the API the application finds for its next requests."""
+    monkeypatch.setitem(sys.modules, "sampleshop.api", SimpleNamespace(dispatch=dispatch))
+
+
+def stored(db: Any, key: str) -> Any:
+    with root_of(db) as root:
+        return root.get(key)
+
+
+def test_a_conflicting_request_is_run_again_in_a_fresh_transaction(memory_db, monkeypatch):
+    attempts = []
+
+    def dispatch(root, method, path, body):
+        attempts.append(path)
+        root["attempt"] = len(attempts)
+        if len(attempts) < 3:
+            raise ConflictError("simulated")
+        return 201, {"attempts": len(attempts)}
+
+    serve_with(monkeypatch, dispatch)
+    app = SampleApp(memory_db)
+    scopes = []
+
+    @contextmanager
+    def scope():
+        scopes.append("enter")
+        try:
+            yield
+        finally:
+            scopes.append("exit")
+
+    app.transaction_scope = scope
+    assert app.handle("POST", "/orders", {}) == (201, {"attempts": 3})
+    assert scopes == ["enter", "exit"] * 3
+    assert stored(memory_db, "attempt") == 3
+
+
+def test_a_request_that_keeps_conflicting_is_answered_503(memory_db, monkeypatch):
+    attempts = []
+
+    def dispatch(root, method, path, body):
+        attempts.append(path)
+        root["attempt"] = len(attempts)
+        raise ConflictError("simulated")
+
+    serve_with(monkeypatch, dispatch)
+    status, body = SampleApp(memory_db).handle("POST", "/orders", {})
+    assert status == 503 and body["status"] == 503
+    assert len(attempts) == RETRIES + 1 and stored(memory_db, "attempt") is None
+
+
+def test_an_error_status_or_exception_aborts_what_the_request_wrote(memory_db, monkeypatch):
+    def dispatch(root, method, path, body):
+        root[path] = True
+        if path == "/boom":
+            raise RuntimeError("bug")
+        return (400, {"error": "no"}) if path == "/refused" else (200, {})
+
+    serve_with(monkeypatch, dispatch)
+    app = SampleApp(memory_db)
+    assert app.handle("POST", "/refused", {})[0] == 400
+    assert app.handle("POST", "/boom", {})[0] == 500
+    assert app.handle("POST", "/accepted", {})[0] == 200
+    written = [stored(memory_db, path) for path in ("/refused", "/boom", "/accepted")]
+    assert written == [None, None, True]
+
+
+def test_each_request_runs_the_api_module_active_at_that_time(memory_db, monkeypatch):
+    app = SampleApp(memory_db)
+    serve_with(monkeypatch, lambda root, method, path, body: (200, {"release": 1}))
+    assert app.handle("GET", "/health", None) == (200, {"release": 1})
+    serve_with(monkeypatch, lambda root, method, path, body: (200, {"release": 2}))
+    assert app.handle("GET", "/health", None) == (200, {"release": 2})
+
+
+def test_the_wsgi_app_answers_json_and_refuses_a_body_that_is_not_json(memory_db, monkeypatch):
+    serve_with(monkeypatch, lambda root, method, path, body: (201, {"echo": body}))
+    app = SampleApp(memory_db)
+
+    def call(data: bytes) -> tuple[str, dict, dict]:
+        answer = {}
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/accounts",
+                   "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data)}
+        body = b"".join(app(environ, lambda status, headers: answer.update(status=status,
+                                                                          headers=dict(headers))))
+        return answer["status"], answer["headers"], json.loads(body)
+
+    status, headers, body = call(b'{"username": "a"}')
+    assert status == "201 Created" and headers["Content-Type"] == "application/json"
+    assert body == {"echo": {"username": "a"}}
+    status, _, body = call(b"not json")
+    assert status == "400 Bad Request" and body["status"] == 400
+
+
+# -- the real server -----------------------------------------------------------------
+
+def http(base: str, method: str, path: str, body: Any = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+@contextmanager
+def running_server(db: Path | str, release: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``python -m sample_app.server`` on a free port; yields its base URL, stops it on leaving."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sample_app.server", "--db", str(db), "--release", str(release),
+         "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("serving on http://"):
+            proc.kill()
+            raise AssertionError(f"the server did not start: {line!r} {proc.stderr.read()}")
+        yield line.split()[-1], proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=20)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("release", [1, LATEST], ids=lambda n: f"r{n}")
+def test_the_server_answers_every_endpoint_over_http_from_several_threads(release, release_copy):
+    path, credentials = release_copy(release)
+    skus = credentials["products"][:2]
+    known = credentials["accounts"]
+    with running_server(path, release) as (base, proc):
+        prices = {sku: Decimal(http(base, "GET", f"/products/{sku}")[1]["price"]) for sku in skus}
+
+        def customer(i: int) -> None:
+            me = {"username": f"buyer{i}", "password": f"secret-{i}"}
+            assert http(base, "POST", "/accounts", me) == (201, {"username": me["username"]})
+            status, login = http(base, "POST", "/login", me)
+            assert status == 200 and login["token"]
+            items = [{"sku": skus[0], "qty": 2}, {"sku": skus[1], "qty": i + 1}]
+            status, placed = http(base, "POST", "/orders", {**me, "items": items})
+            expected = prices[skus[0]] * 2 + prices[skus[1]] * (i + 1)
+            assert status == 201 and placed["currency"] == "EUR"
+            assert Decimal(placed["total"]) == expected
+            status, order = http(base, "GET", f"/orders/{placed['order']}")
+            assert status == 200 and order["username"] == me["username"] and order["items"] == items
+            assert http(base, "GET", f"/accounts/{me['username']}")[1]["username"] == me["username"]
+            old = known[i]
+            assert http(base, "POST", "/orders", {**old, "items": items[:1]})[0] == 201
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(customer, range(6)))
+
+        assert http(base, "GET", "/health") == (200, {"release": release, "status": "ok"})
+        status, product = http(base, "GET", f"/products/{skus[0]}")
+        assert status == 200 and re.fullmatch(r"\d+\.\d\d", product["price"])
+        bad_login = {"username": known[0]["username"], "password": "wrong"}
+        assert http(base, "POST", "/login", bad_login)[0] == 401
+        one = [{"sku": skus[0], "qty": 1}]
+        assert http(base, "POST", "/orders", {**bad_login, "items": one})[0] == 401
+        assert http(base, "POST", "/orders", {**known[0], "items": []})[0] == 400
+        taken = {"username": "buyer0", "password": "again"}
+        assert http(base, "POST", "/accounts", taken)[0] == 409
+        assert http(base, "POST", "/accounts", {"username": "no spaces", "password": "x"})[0] == 400
+        for missing in ("/accounts/nobody", "/orders/1", "/products/NOPE", "/nowhere"):
+            status, body = http(base, "GET", missing)
+            assert status == 404 and body["status"] == 404
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+
+
+def test_the_server_keeps_its_data_in_zeo_when_given_a_zeo_uri(tmp_path):
+    """A zeo:// database starts empty, is migrated to the release, and keeps what requests wrote."""
+    from servers import ZEOServer
+
+    me = {"username": "zeo-user", "password": "over-the-wire"}
+    with ZEOServer(base_dir=tmp_path) as zeo:
+        with running_server(zeo.uri, LATEST) as (base, _):
+            assert http(base, "POST", "/accounts", me)[0] == 201
+            assert http(base, "POST", "/login", me)[0] == 200
+        db = open_database(zeo.uri)
+        try:
+            assert dsustore.current(db) == (releases.revision(LATEST),)
+            with root_of(db) as root:
+                assert list(root["accounts"].keys()) == [me["username"]]
+        finally:
+            db.close()
