@@ -262,7 +262,10 @@ class MigrationPass(Context):
                     class_name=plan.new_name, oid=oid,
                 ) from err
         self.result.migrated[plan.new_name] += 1
-        return self.codec.encode(meta, final)
+        try:
+            return self.codec.encode(meta, final)
+        except DSUError as err:
+            raise err.add_context(class_name=plan.stored_name, oid=oid)
 
     def _rewrite_references(self, oid: bytes, data: bytes) -> bytes | None:
         meta, state = self.codec.decode(data)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from io import BytesIO
 from typing import Any
 
+from persistent import Persistent
 from ZODB import broken
 from ZODB._compat import PersistentUnpickler
 from ZODB.serialize import ObjectWriter
@@ -132,6 +133,14 @@ class _StateWriter(ObjectWriter):
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) in _PLAIN:  # most of a state: skip ZODB's checks
             return None
+        if isinstance(obj, broken.Broken) and not isinstance(obj, Persistent):
+            # an inline object of a class the code no longer has: ZODB would write it
+            # back as a generic broken object that no later rename can find
+            raise ClassResolutionError(
+                "the record holds an inline object of this class, which does not import from "
+                "the current code; keep the class, or rename_class it in the same patch",
+                class_name=f"{type(obj).__module__}.{type(obj).__name__}",
+            )
         if getattr(obj, "_p_oid", 0) is None and not isinstance(obj, type):
             self._jar.add(obj)
         pid = super().persistent_id(obj)

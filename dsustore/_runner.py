@@ -346,9 +346,10 @@ def _run(
     patch = Patch(db, on_conflict=on_conflict, progress=progress,
                   description=f"{transaction_description(script.revision, direction)}: {script.message}")
     patch.before_commit(_bookkeeping_hook([script], direction, lock))
+    patch.stage(script.revision, _builder(script, direction))  # a retry runs the script again
     with _naming_the_migration(patch, script.revision):
-        with patch:
-            _builder(script, direction)(patch)
+        patch.begin()
+        patch.commit()
     return MigrationResult(script.revision, script.message, direction, patch.report)
 
 

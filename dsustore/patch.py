@@ -51,7 +51,7 @@ from .errors import (
     ValidationError,
 )
 from .policies import as_policy
-from .validations import Validation, as_validation
+from .validations import SystemValidation, Validation, as_validation
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ class Patch:
         self._stage_conns: list[tuple[Any, Any]] = []
         #: the label of the stage that was running when the patch failed
         self.failed_stage: str | None = None
+        self._wrote_directly = False
         self._state: Literal["new", "begun", "done"] = "new"
         self._conn: Any = None
         self._old_conn: Any = None
@@ -235,6 +236,14 @@ class Patch:
                     return self.report
                 except ConflictError as err:
                     self._close(abort=True)
+                    if self.on_conflict == "retry" and attempt <= self.retries and self._wrote_directly:
+                        raise UpdateConflictError(
+                            f"another transaction changed an object this update changed ({err}); "
+                            "nothing was written, and the patch cannot be retried because code in "
+                            "its with block wrote to the new namespace directly: make those writes "
+                            "in a stage (patch.stage) or a policy, which a retry runs again",
+                            oid=getattr(err, "oid", None),
+                        ) from err
                     if self.on_conflict == "retry" and attempt <= self.retries:
                         log.warning("update conflicted with a concurrent commit (%s); retrying", err)
                         self._open()
@@ -419,6 +428,7 @@ class Patch:
             conn._needs_to_join = False
         use_appending_savepoints(conn)
         user_changed = {obj._p_oid for obj in conn._registered_objects if obj._p_oid is not None}
+        self._wrote_directly = bool(conn._registered_objects or conn._added)
         txn.savepoint(optimistic=True)  # from here on, writes go to the savepoint storage
         passes: list[MigrationPass] = []
         stages: list[StageReport] = []
@@ -531,6 +541,8 @@ class Patch:
         failures = []
         passed = []
         for validation in validations:
+            if not isinstance(validation, SystemValidation):
+                validation.flagged, validation.flagged_count = [], 0  # a retry starts afresh
             try:
                 ok = bool(validation.execute(self._old_ns, self._new_ns))
             except Exception as err:

@@ -185,3 +185,28 @@ def test_writing_the_old_namespace_rolls_back(shop_db, unchanged):
         with Patch(shop_db) as patch:
             patch.migrate_instances(User, policy)
     before.check()
+
+
+def test_a_retry_runs_a_stage_again_so_its_direct_writes_are_kept(shop_db, reader):
+    """Writes a stage makes through new_ns are redone on the retry, not lost."""
+    rounds: list[int] = []
+
+    def build(patch):
+        patch.new_ns.root["release"] = 2
+        patch.migrate_instances(User, _conflicting_policy(shop_db, rounds))
+
+    patch = Patch(shop_db, on_conflict="retry").stage("0002", build)
+    patch.begin()
+    report = patch.commit()
+    assert report.attempts == 2
+    assert reader().root()["release"] == 2
+
+
+def test_a_with_block_that_wrote_directly_is_not_retried_silently(shop_db, reader):
+    """Direct writes of the with block cannot be replayed: the conflict is reported instead."""
+    rounds: list[int] = []
+    with pytest.raises(dsustore.UpdateConflictError, match="cannot be retried"):
+        with Patch(shop_db, on_conflict="retry") as patch:
+            patch.new_ns.root["release"] = 2
+            patch.migrate_instances(User, _conflicting_policy(shop_db, rounds))
+    assert "release" not in reader().root()
