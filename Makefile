@@ -20,7 +20,6 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	@test -f sample_app/demo.py || { echo "make demo: the sample application is not built yet (see the sample_app issue)"; exit 1; }
 	$(PY) -m sample_app.demo
 
 bench: $(VENV)/.installed

@@ -8,6 +8,10 @@ that very class. So for each module the new code replaced, ``sys.modules`` holds
 stand-in that answers with the new module in threads marked as running the update
 and with the old module everywhere else. At the switch the stand-ins give way to
 the new modules; on failure, to the old ones.
+
+ZODB's conflict resolution keeps one process-wide cache of the classes it has
+looked up; while two versions are loaded, lookups of the versioned modules bypass
+it (each thread must get its own version), and the switch drops what it cached.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
+
+from ZODB import ConflictResolution
 
 _here = threading.local()
 _FLAG = "_dsustore_code_versions"
@@ -58,6 +64,18 @@ class CodeVersions:
                 sys.modules[name] = old  # the new code dropped it; the old code keeps it
             elif isinstance(old, ModuleType) and isinstance(new, ModuleType):
                 sys.modules[name] = _VersionedModule(name, old, new)
+        self._resolver = ConflictResolution.find_global
+        versioned = set(self.old)
+        cached = self._resolver
+
+        def find_global(*args: Any) -> Any:
+            if len(args) == 2 and args[0] in versioned:
+                found = getattr(sys.modules.get(args[0]), args[1], None)
+                if found is not None:
+                    return found
+            return cached(*args)
+
+        ConflictResolution.find_global = find_global
         setattr(self.db, _FLAG, self)
 
     @contextmanager
@@ -89,6 +107,9 @@ class CodeVersions:
         self._done()
 
     def _done(self) -> None:
+        ConflictResolution.find_global = self._resolver
+        for key in [key for key in ConflictResolution._class_cache if key[:1] and key[0] in self.old]:
+            del ConflictResolution._class_cache[key]
         self.db.__dict__.pop(_FLAG, None)
 
 

@@ -127,7 +127,8 @@ class LiveUpdater:
             committed = True
             versions.switch()
             if self.guard is not None:
-                self.guard.allow(known_revisions(self.migrations_dir))
+                head = None if target in ("head", "heads") else target
+                self.guard.allow(known_revisions(self.migrations_dir, head))
             if self.on_switch is not None:
                 self.on_switch()
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ZODB.Connection import resetCaches
 from ZODB.serialize import ObjectReader
 
 from ._classes import resolve
@@ -54,33 +55,40 @@ def swap_live_objects(db: Any, renames: Mapping[str, str] | None = None) -> int:
     """After a commit, make the objects the process holds take the classes of the code.
 
     Every connection gets the swapping reader, so an object is swapped when ZODB
-    reloads it, in the thread that owns it. Idle (pooled) connections also drop
-    their cached objects of a changed class to ghosts now, so their next use
-    reloads and swaps them. (Assigning ``__class__`` to a persistent object outside
-    a load would load or register it; a load is the one safe moment.) Returns how
-    many cached objects were ghosted.
+    reloads it, in the thread that owns it. An idle (pooled) connection holding an
+    object whose class the code has replaced starts with an empty cache instead:
+    ghosting only those objects would leave them referenced, under their old class,
+    from containers that did not change (a BTree bucket), and writing such a
+    container would then name a class the code no longer has. Busy connections do
+    the same the next time they are opened (ZODB's ``resetCaches``). (Assigning
+    ``__class__`` to a persistent object outside a load would load or register it;
+    a load is the one safe moment.) Returns how many cached objects were dropped.
     """
     renames = dict(renames or {})
     idle = {id(conn) for _, conn in db.pool.available}
-    ghosted = 0
+    current: dict[type, type | None] = {}
+    dropped = 0
+    any_stale = False
     for conn in list(db.pool.all):
         if not isinstance(conn._reader, SwappingReader):
             conn._reader = SwappingReader(conn, conn._cache, db.classFactory)
-        if id(conn) not in idle:
-            continue
-        current: dict[type, type | None] = {}
-        stale = []
-        for oid, obj in conn._cache.items():
+        stale = False
+        for _oid, obj in conn._cache.items():
             klass = type(obj)
             if klass not in current:
                 name = f"{klass.__module__}.{klass.__qualname__}"
                 current[klass] = resolve(renames.get(name, name))
             target = current[klass]
             if target is not None and target is not klass:
-                stale.append(oid)
-        conn._cache.invalidate(stale)
-        ghosted += len(stale)
-    return ghosted
+                stale = True
+                break
+        any_stale = any_stale or stale
+        if stale and id(conn) in idle:
+            dropped += len(conn._cache)
+            conn._resetCache()
+    if any_stale:
+        resetCaches()
+    return dropped
 
 
 def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None:

@@ -17,7 +17,7 @@ from types import ModuleType
 HERE = Path(__file__).resolve().parent
 RELEASES = HERE / "releases"
 #: the dsustore migrations folder: release N's migration has revision ``revision(N)``
-MIGRATIONS = HERE / "migrations"
+MIGRATIONS = HERE.parent / "migrations"  # the project's migrations/ holds the sample app's
 LATEST = 8
 PACKAGE = "sampleshop"
 

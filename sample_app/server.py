@@ -7,7 +7,9 @@ ConflictError. The API is looked up in ``sys.modules`` on every request, so code
 loaded by :func:`sample_app.releases.activate` serves the next request.
 
 ``python -m sample_app.server --db PATH_OR_URI --release N`` serves it with
-waitress and prints ``serving on http://HOST:PORT`` once listening.
+waitress and prints ``serving on http://HOST:PORT`` once listening. With
+``--admin-token`` (or ``SAMPLE_APP_ADMIN_TOKEN``), ``POST /admin/upgrade``
+``{"release": N}`` live-updates the running server (see :mod:`sample_app.live`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import argparse
 import contextlib
 import importlib
 import json
+import hmac
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -31,6 +35,7 @@ from transaction.interfaces import TransientError
 import dsustore
 from sample_app import releases
 from sample_app.database import open_database
+from sample_app.live import LiveUpdates
 
 log = logging.getLogger("sample_app.server")
 
@@ -62,17 +67,24 @@ class SampleApp:
     to closing it: a live update replaces it with a gate that holds requests.
     """
 
-    def __init__(self, db: Any, *, retries: int = RETRIES) -> None:
+    def __init__(self, db: Any, *, retries: int = RETRIES, live: LiveUpdates | None = None,
+                 admin_token: str | None = None) -> None:
         self.db = db
         self.retries = retries
-        self.transaction_scope: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+        self.live = live
+        self.admin_token = admin_token
+        self.transaction_scope: Callable[[], AbstractContextManager[Any]] = (
+            live.gate.transaction if live is not None else contextlib.nullcontext)
 
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO") or "/"
         try:
-            status, payload = self.handle(method, path, read_body(environ))
+            if path == "/admin/upgrade":
+                status, payload = self.admin_upgrade(method, environ, read_body(environ))
+            else:
+                status, payload = self.handle(method, path, read_body(environ))
         except BadRequest as err:
             status, payload = 400, {"error": str(err), "status": 400}
         data = json.dumps(payload).encode()
@@ -88,6 +100,9 @@ class SampleApp:
                     return self.attempt(method, path, body)
             except TransientError as err:
                 log.info("%s %s: %s (attempt %d)", method, path, type(err).__name__, attempt + 1)
+            except dsustore.StaleCodeError as err:
+                log.warning("%s %s refused: %s", method, path, err)
+                return 409, {**err.facts(), "error": f"StaleCode: {err}", "status": 409}
             except Exception:
                 log.exception("%s %s failed", method, path)
                 return 500, {"error": "internal error", "status": 500}
@@ -110,6 +125,27 @@ class SampleApp:
             raise
         finally:
             conn.close()
+
+
+    def admin_upgrade(self, method: str, environ: dict[str, Any], body: Any) -> Response:
+        """Live-update the running server to ``body["release"]`` (token required)."""
+        if self.live is None or not self.admin_token:
+            return 403, {"error": "live updates are not enabled on this server", "status": 403}
+        given = environ.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
+            return 401, {"error": "a valid admin token is required", "status": 401}
+        if method != "POST":
+            return 405, {"error": "POST a JSON body {\"release\": N}", "status": 405}
+        release = body.get("release", releases.LATEST) if isinstance(body, dict) else releases.LATEST
+        if not isinstance(release, int) or not 1 <= release <= releases.LATEST:
+            return 400, {"error": f"release must be 1 to {releases.LATEST}", "status": 400}
+        try:
+            return 200, self.live.upgrade(release)
+        except dsustore.DSUError as err:
+            log.error("live update to release %d failed, still serving release %d: %s",
+                      release, self.live.release, err)
+            return 500, {**err.facts(), "error": str(err), "status": 500,
+                         "release": self.live.release}
 
 
 def read_body(environ: dict[str, Any]) -> Any:
@@ -140,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # busy threads are expected
     releases.activate(args.release)
     db = open_database(args.db)
+    db.setPoolSize(THREADS + 4)  # a connection per worker thread, and the update's own
     try:
         prepare_database(db, args.release)
-        serve(SampleApp(db), args.host, args.port)
+        live = LiveUpdates(db, args.release)
+        serve(SampleApp(db, live=live, admin_token=args.admin_token), args.host, args.port)
     finally:
         db.close()
     return 0
@@ -173,6 +212,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--release", type=int, default=releases.LATEST, help="the release to run")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--admin-token", default=os.environ.get("SAMPLE_APP_ADMIN_TOKEN"),
+                        help="enables POST /admin/upgrade for callers presenting it")
     args = parser.parse_args(argv)
     if not 1 <= args.release <= releases.LATEST:
         parser.error(f"--release must be 1 to {releases.LATEST}")

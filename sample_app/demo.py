@@ -1,0 +1,190 @@
+"""The demo: a live upgrade of a running sample_app server under load, then a restore.
+
+``python -m sample_app.demo`` (``make demo``), with no other step:
+
+1. creates a FileStorage with release 1's code and data (over 100,000 objects);
+2. starts the release-1 server (waitress, loopback) and drives concurrent login
+   and order requests against it;
+3. applies every migration live, through the server's admin endpoint, while the
+   load goes on;
+4. prints the requests served before, during and after the update, the failed
+   ones, the longest a request took, the objects migrated per class and the
+   snapshot the update took;
+5. restores that snapshot into a copy of the database and shows the old data back.
+
+Every number printed is measured in the run. Exit status 0 only when no request
+failed and the restore brought release 1's data back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dsustore
+from sample_app import releases
+from sample_app.load import Load, Request, call
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    work = Path(args.workdir).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    data = work / "Data.fs"
+
+    print(f"[1/5] creating a release-1 database in {data} ...", flush=True)
+    started = time.monotonic()
+    populate = _python("-m", "sample_app.populate", "--db", str(data), "--release", "1",
+                       *args.sizes, capture=True)
+    counts = _class_counts(populate)
+    print(f"      {counts.get('total', 0):,} objects in {time.monotonic() - started:.1f}s "
+          f"({', '.join(f'{n:,} {c.rsplit(chr(46), 1)[-1]}' for c, n in counts.items() if c.startswith('sampleshop'))})")
+    credentials = json.loads((work / "Data.credentials.json").read_text())
+
+    token = secrets.token_hex(16)
+    print("[2/5] starting the release-1 server ...", flush=True)
+    server, base = _start_server(data, token)
+    try:
+        load = Load(base, credentials, workers=args.workers).start()
+        print(f"      {base}: {args.workers} clients logging in and ordering; "
+              f"warming up {args.warmup:.0f}s", flush=True)
+        time.sleep(args.warmup)
+        print(f"[3/5] live upgrade to release {releases.LATEST} ...", flush=True)
+        update_start = time.monotonic()
+        status, update = call(base, "POST", "/admin/upgrade", {"release": releases.LATEST},
+                              token=token, timeout=1800)
+        update_end = time.monotonic()
+        time.sleep(args.after)
+        requests = load.stop()
+        _, health = call(base, "GET", "/health")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    if status != 200:
+        print(f"the live update failed ({status}): {update.get('error')}")
+        return 1
+
+    failed = _report(requests, update, health, update_start, update_end)
+    print("[5/5] restoring the snapshot into a copy of the database ...", flush=True)
+    restored = _restore_copy(data, work / "Restored.fs", update["snapshot"]["name"])
+    return 0 if failed == 0 and restored else 1
+
+
+def _report(requests: list[Request], update: dict[str, Any], health: dict[str, Any],
+            start: float, end: float) -> int:
+    before = [r for r in requests if r.ended <= start]
+    after = [r for r in requests if r.started >= end]
+    during = [r for r in requests if r.ended > start and r.started < end]
+    failed = [r for r in requests if not r.ok]
+    slowest = max(requests, key=lambda r: r.duration)
+    slowest_during = max(during, key=lambda r: r.duration, default=None)
+    print(f"[4/5] results (release {health.get('release')} serving now)\n")
+    print(f"  requests served    before {len(before):>6,}   during {len(during):>6,}"
+          f"   after {len(after):>6,}")
+    print(f"  failed requests    {len(failed)}" + "".join(
+        f"\n    {r.kind} {r.status} {r.error}" for r in failed[:5]))
+    print(f"  live update        {end - start:.1f}s for {len(update['revisions'])} migrations "
+          f"({', '.join(update['revisions'])}), one transaction")
+    print(f"  longest request    {slowest.duration * 1000:.0f} ms ({slowest.kind})"
+          + (f"; longest during the update {slowest_during.duration * 1000:.0f} ms"
+             if slowest_during else ""))
+    print(f"  application held   {update['commit_pause'] * 1000:.0f} ms at the commit, "
+          f"{update['load_pause'] * 1000:.0f} ms to load the new code")
+    print("  objects migrated   (per migration, all in one transaction)")
+    for migration in update["migrations"]:
+        counts = ", ".join(f"{n:,} {c.rsplit('.', 1)[-1]}" for c, n in sorted(migration["migrated"].items())
+                           if not c.startswith("persistent."))
+        rewritten = migration.get("references_rewritten", 0)
+        counts += f"{', ' if counts else ''}{rewritten:,} references rewritten" if rewritten else ""
+        print(f"    {migration['revision']} {migration['message'][:44]:<44} {counts or '-'}")
+    snap = update["snapshot"]
+    print(f"  snapshot taken     {snap['name']} ({snap['kind']}, tid {snap['tid']})\n")
+    return len(failed)
+
+
+def _restore_copy(data: Path, copy: Path, snapshot: str) -> bool:
+    shutil.copyfile(data, copy)
+    shop = releases.activate(1)
+    from ZODB import DB
+    from ZODB.FileStorage import FileStorage
+
+    db = DB(FileStorage(str(copy)))
+    try:
+        before = dsustore.current(db)
+        try:
+            report = dsustore.restore(db, snapshot)
+        except dsustore.SnapshotConflictError as refused:
+            print(f"  without --force:   refused: {refused.reason}")
+            report = dsustore.restore(db, snapshot, force=True)
+        current = dsustore.current(db)
+        counts = dsustore.mop.class_counts(db.storage)
+        with db.transaction() as conn:
+            account = conn.root()["accounts"]["user00000"]
+            account._p_activate()
+            state = {k: v for k, v in vars(account).items() if not k.startswith("_p_")}
+        ok = (current == (releases.revision(1),) and type(account) is shop.models.Account
+              and "name" in state and "password" in state and "username" not in state)
+        print(f"  with force         {report.rewritten:,} objects written back in one transaction;"
+              f" revision {', '.join(before)} -> {', '.join(current) or 'base'}")
+        print(f"  sessions back      {counts.get('sampleshop.models.Session', 0):,}")
+        print(f"  user00000          {sorted(state)} (release 1 shape: {'yes' if ok else 'NO'})")
+        return ok
+    finally:
+        db.close()
+
+
+def _start_server(data: Path, token: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sample_app.server", "--db", str(data), "--release", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, SAMPLE_APP_ADMIN_TOKEN=token))
+    line = process.stdout.readline() if process.stdout else ""
+    if not line.startswith("serving on "):
+        process.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return process, line.split()[-1]
+
+
+def _python(*args: str, capture: bool = False) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, check=True, text=True,
+                            stdout=subprocess.PIPE if capture else None)
+    return result.stdout or ""
+
+
+def _class_counts(output: str) -> dict[str, int]:
+    counts = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sample_app.demo",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", default=str(ROOT / "var" / "demo"))
+    parser.add_argument("--workers", type=int, default=6, help="concurrent clients")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before")
+    parser.add_argument("--after", type=float, default=3.0, help="seconds of load after")
+    parser.add_argument("--accounts", type=int, help="accounts to create (default: populate's)")
+    parser.add_argument("--orders", type=int, help="orders to create (default: populate's)")
+    args = parser.parse_args(argv)
+    args.sizes = [f"--{name}={value}" for name in ("accounts", "orders")
+                  if (value := getattr(args, name)) is not None]
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(main())
