@@ -55,6 +55,7 @@ class CodeVersions:
         packages = {name.partition(".")[0] for name in self.old}
         self.added = [name for name in sys.modules
                       if name not in saved_modules and name.partition(".")[0] in packages]
+        self._resolver: Any = None
 
     def install(self) -> None:
         """Put the stand-ins in ``sys.modules``: other threads see the old code again."""
@@ -107,7 +108,8 @@ class CodeVersions:
         self._done()
 
     def _done(self) -> None:
-        ConflictResolution.find_global = self._resolver
+        if self._resolver is not None:
+            ConflictResolution.find_global = self._resolver
         for key in [key for key in ConflictResolution._class_cache if key[:1] and key[0] in self.old]:
             del ConflictResolution._class_cache[key]
         self.db.__dict__.pop(_FLAG, None)

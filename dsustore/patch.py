@@ -391,6 +391,9 @@ class Patch:
     def _open_old(self) -> tuple[Any, Any]:
         tm = transaction_module.TransactionManager(explicit=True)
         tm.begin()
+        wanted = len(self._stage_conns) + 2  # every stage keeps its old namespace until the commit
+        if self.db.historical_pool.size < wanted:
+            self.db.setHistoricalPoolSize(wanted)
         conn = self.db.open(transaction_manager=tm, at=self._at)
         if code_versions_active(self.db):
             conn._resetCache()
@@ -461,8 +464,10 @@ class Patch:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         })
+        # catch up once while the application runs, then, with it held, on what is left
+        caught_up, since = self._catch_up(passes, user_changed, self._at)
         with (self.commit_gate() if self.commit_gate else nullcontext()):
-            report.caught_up = self._catch_up(passes, user_changed)
+            report.caught_up = caught_up + self._catch_up(passes, user_changed, since)[0]
             tm.commit()
             report.committed = True
             report.tid_after = tid_repr(committed_tid(conn))
@@ -525,17 +530,23 @@ class Patch:
             tid_before=tid_repr(self._at), duration=time.monotonic() - started,
         )
 
-    def _catch_up(self, passes: list[MigrationPass], user_changed: set[bytes]) -> int:
-        """Migrate what the application committed while the passes ran (see :func:`catch_up`)."""
+    def _catch_up(self, passes: list[MigrationPass], user_changed: set[bytes],
+                  since: bytes) -> tuple[int, bytes]:
+        """Migrate what others committed after ``since`` (see :func:`catch_up`).
+
+        Returns how many objects, and the transaction it caught up to.
+        """
+        storage = self.db.storage
+        upto = storage.lastTransaction()
         if not passes:
-            return 0
-        changed = changed_since(self.db.storage, self._at)
+            return 0, upto
+        changed = changed_since(storage, since)
         if changed is None:
             raise ConflictError(
                 "the database changed during the update and this storage cannot list the changes")
         if changed:
             log.info("migrating %d objects committed during the update", len(changed))
-        return catch_up(passes, self.db.storage, changed, user_changed)
+        return catch_up(passes, storage, changed, user_changed), upto
 
     def _validate(self, validations: list[Validation]) -> list[str]:
         failures = []

@@ -107,7 +107,8 @@ def _report(requests: list[Request], update: dict[str, Any], health: dict[str, A
                            if not c.startswith("persistent."))
         rewritten = migration.get("references_rewritten", 0)
         counts += f"{', ' if counts else ''}{rewritten:,} references rewritten" if rewritten else ""
-        print(f"    {migration['revision']} {migration['message'][:44]:<44} {counts or '-'}")
+        title = migration["message"].split(": ", 1)[-1].replace("``", "")[:48]
+        print(f"    {migration['revision']} {title:<48} {counts or '-'}")
     snap = update["snapshot"]
     print(f"  snapshot taken     {snap['name']} ({snap['kind']}, tid {snap['tid']})\n")
     return len(failed)

@@ -210,3 +210,30 @@ def test_a_with_block_that_wrote_directly_is_not_retried_silently(shop_db, reade
             patch.new_ns.root["release"] = 2
             patch.migrate_instances(User, _conflicting_policy(shop_db, rounds))
     assert "release" not in reader().root()
+
+
+def test_a_container_cached_before_its_members_class_was_reloaded_can_still_be_written(
+        shop_db, monkeypatch, reader):
+    """An idle connection that cached a container referencing objects of a class the code
+    has since replaced (a reloaded module) does not write the old class object back."""
+    tm = transaction.TransactionManager()
+    app = shop_db.open(transaction_manager=tm)
+    other = shop_db.open(transaction_manager=transaction.TransactionManager())
+    assert len(app.root()["users"]) == 5  # the container is loaded; its users are ghosts of User
+    tm.abort()
+    app.close()
+    other.close()  # the patch may take this one from the pool; ``app`` stays idle with its cache
+    reloaded = type("User", (shopmodels.persistent.Persistent,), {
+        "__module__": "shopmodels", "__qualname__": "User", "__init__": User.__init__})
+    monkeypatch.setattr(shopmodels, "User", reloaded)  # same name, new class object
+    with Patch(shop_db) as patch:
+        patch.add_field("shopmodels.User", "email", "x@example.org")
+    opened = [shop_db.open(transaction_manager=transaction.TransactionManager()) for _ in range(2)]
+    assert app in opened  # the connection that cached the container before the patch
+    app.transaction_manager.begin()
+    app.root()["users"]["user9"] = reloaded("user9")
+    app.transaction_manager.commit()
+    for conn in opened:
+        conn.close()
+    users = reader().root()["users"]
+    assert type(users["user1"]) is reloaded and users["user1"].email == "x@example.org"
