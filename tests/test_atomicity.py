@@ -15,7 +15,7 @@ from shopmodels import Product, User
 from ZODB.FileStorage import FileStorage
 
 import dsustore
-from dsustore import Patch, policies
+from dsustore import Patch
 
 from conftest import storage_image
 

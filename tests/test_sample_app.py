@@ -10,11 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
-import select
-import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,11 +27,12 @@ from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import ConflictError
 
 import dsustore
-from conftest import ROOT, SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
+from conftest import SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
 from sample_app import releases
 from sample_app.database import open_database
 from sample_app.populate import Sizes, password_for, populate
 from sample_app.server import RETRIES, SampleApp
+from sampleserver import http, running_server
 
 LATEST = releases.LATEST
 MIGRATIONS = releases.MIGRATIONS
@@ -430,38 +427,6 @@ def test_the_wsgi_app_answers_json_and_refuses_a_body_that_is_not_json(memory_db
 
 
 # -- the real server -----------------------------------------------------------------
-
-def http(base: str, method: str, path: str, body: Any = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
-
-
-@contextmanager
-def running_server(db: Path | str, release: int) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``python -m sample_app.server`` on a free port; yields its base URL, stops it on leaving."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sample_app.server", "--db", str(db), "--release", str(release),
-         "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        line = proc.stdout.readline() if ready else ""
-        if not line.startswith("serving on http://"):
-            proc.kill()
-            raise AssertionError(f"the server did not start: {line!r} {proc.stderr.read()}")
-        yield line.split()[-1], proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=20)
-        proc.stdout.close()
-        proc.stderr.close()
-
 
 @pytest.mark.parametrize("release", [1, LATEST], ids=lambda n: f"r{n}")
 def test_the_server_answers_every_endpoint_over_http_from_several_threads(release, release_copy):
