@@ -26,6 +26,8 @@ class AppendingTmpStore(TmpStore):
         super().__init__(storage)
         self._at_end = True
         self.has_blobs = False
+        #: positions of records a later store of the same oid replaced
+        self.superseded: set[int] = set()
 
     def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
         self._at_end = False
@@ -43,6 +45,9 @@ class AppendingTmpStore(TmpStore):
         header = p64(len(oid)) + oid + serial + p64(len(data))
         self._file.write(header)
         self._file.write(data)
+        previous = self.index.get(oid)
+        if previous is not None:
+            self.superseded.add(previous)
         self.index[oid] = self.position
         self.position += len(header) + len(data)
         return serial
@@ -66,26 +71,31 @@ class AppendingTmpStore(TmpStore):
         """What this store holds now, readable later even after more is appended."""
         return FrozenStore(self)
 
-    def records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
-        """The latest (oid, serial, data) of every stored object, read in file order.
+    def drain(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """The latest (oid, serial, data) of every stored object, in file order, once.
 
-        The oid handed out is the index's own key object, so the storage's
-        per-transaction index shares it instead of holding a second copy.
+        The index is dropped first: the storage builds its own index of the
+        transaction from these records, and holding both at once would double
+        the memory a large update needs at its commit. The file is read
+        sequentially, skipping the records a later store replaced.
         """
         self._file.flush()
         self._at_end = False
+        end, superseded = self.position, self.superseded
+        self.index = {}
         file = self._file
+        file.seek(0)
         read = file.read
-        where = -1
-        for oid, position in self.index.items():
-            if position != where:
-                file.seek(position)
+        position = 0
+        while position < end:
             oid_length = u64(read(8))
-            read(oid_length)
+            oid = read(oid_length)
             serial = read(8)
             length = u64(read(8))
-            yield oid, serial, read(length)
-            where = position + 24 + oid_length + length
+            data = read(length)
+            if position not in superseded:
+                yield oid, serial, data
+            position += 24 + oid_length + length
 
 
 class FrozenStore:
@@ -126,7 +136,7 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
             store_record = conn._storage.store
             modified = conn._modified
             read_current = conn._readCurrent
-            for oid, serial, data in src.records():
+            for oid, serial, data in src.drain():
                 modified.append(oid)
                 store_record(oid, serial, data, "", transaction)
                 read_current.pop(oid, None)

@@ -399,6 +399,15 @@ class Patch:
             conn._resetCache()
         return tm, conn
 
+    def _close_stage_views(self) -> None:
+        for tm, conn in self._stage_conns:
+            _abort(tm)
+            remove_overlay(conn)
+            if code_versions_active(self.db):
+                conn._resetCache()
+            conn.close()
+        self._stage_conns = []
+
     def _close(self, *, abort: bool) -> None:
         # while two versions of the code are loaded, what a connection cached here (new
         # code) must not reach the application's threads (old code)
@@ -411,15 +420,10 @@ class Patch:
                 self._conn._resetCache()
             self._conn.close()
             self._conn = None
-        old = [(self._old_tm, self._old_conn)] if self._old_conn is not None else []
-        for tm, conn in old + self._stage_conns:
-            _abort(tm)
-            remove_overlay(conn)
-            if two_versions:
-                conn._resetCache()
-            conn.close()
+        if self._old_conn is not None:
+            self._stage_conns.insert(0, (self._old_tm, self._old_conn))
+        self._close_stage_views()
         self._old_conn = None
-        self._stage_conns = []
 
     def _run(self, attempt: int) -> PatchReport:
         started = time.monotonic()
@@ -468,6 +472,8 @@ class Patch:
         caught_up, since = self._catch_up(passes, user_changed, self._at)
         with (self.commit_gate() if self.commit_gate else nullcontext()):
             report.caught_up = caught_up + self._catch_up(passes, user_changed, since)[0]
+            passes.clear()
+            self._close_stage_views()  # their copies of the savepoint index are not needed now
             tm.commit()
             report.committed = True
             report.tid_after = tid_repr(committed_tid(conn))
