@@ -129,7 +129,7 @@ class MigrationPass(Context):
         total = _length(self.storage)
         report_every = max(self.batch_size, 1)
         since_batch = 0
-        for oid, tid, data in current_records(self.storage, at=self.at):
+        for oid, tid, data in current_records(self.storage, at=self.at, view=self.conn):
             result.scanned += 1
             if result.scanned % report_every == 0:
                 self._report("migrate", total)

@@ -71,7 +71,8 @@ def record_schema(
     """
     renamed = dict(renamed or {})
     gone = set(removed)
-    names = {renamed.get(name, name) for name in class_counts(storage, at=at)} - gone
+    view = root._p_jar  # the migration's connection: its view is ``at`` (exact on RelStorage)
+    names = {renamed.get(name, name) for name in class_counts(storage, at=at, view=view)} - gone
     bk = bookkeeping(root, create=True)
     previous = dict(bk.schema)
     schema = code_schema(name for name in names if not _is_internal(name))
