@@ -32,6 +32,7 @@ from ._bookkeeping import (
     bookkeeping,
     reading,
     record_applied,
+    record_tid_after,
     record_unapplied,
     transaction_description,
 )
@@ -41,6 +42,7 @@ from ._operations import RemoveClass, RenameClass
 from ._revisions import RevisionGraph
 from ._schema import record_schema
 from ._scripts import Script, load_scripts
+from ._snapshots import keeps_history
 from .errors import DSUError
 from .patch import Patch, PatchReport
 
@@ -332,6 +334,8 @@ def _run(
     except Exception as err:
         raise MigrationError(f"{type(err).__name__}: {err}", migration=rev) from err
     report: PatchReport = patch.report
+    if report.committed and direction == "upgrade" and not keeps_history(db.storage):
+        record_tid_after(db, rev, report.tid_after)  # no transaction log to find it in later
     return MigrationResult(rev, script.message, direction, report)
 
 
