@@ -11,11 +11,12 @@ import pytest
 import transaction
 import ZODB
 from ZODB.FileStorage import FileStorage
-from ZODB.utils import tid_repr
+from ZODB.utils import tid_repr, u64
 
 import shopmodels
 from conftest import storage_image
 from dsustore import DSUError, PolicyError, UpdateConflictError
+from dsustore._snapshots import keeps_history
 from dsustore._bookkeeping import ROOT_KEY, applied_records, applied_revisions, bookkeeping
 from dsustore._lock import LockHeldError, LockLostError, MigrationLock, migration_lock
 from dsustore._runner import (
@@ -153,9 +154,15 @@ def test_a_broken_migration_is_named_and_leaves_the_database_as_before_it(shop_d
     assert failed.value.migration == "0004"
     assert "migration 0004" in str(failed.value)
     assert applied_revisions(shop_db) == {"0001", "0002", "0003"}
-    history = [t.description for t in shop_db.storage.iterator()]
-    migration_txns = [d for d in history if d.startswith(b"dsustore migration ")]
-    assert migration_txns[-1].startswith(b"dsustore migration 0003:")
+    last = int(applied_records(shop_db)["0003"]["tid_after"], 16)
+    with shop_db.transaction() as conn:
+        products = [p._p_oid for p in conn.root()["products"].values()]
+    image = storage_image(shop_db)
+    assert [u64(image[oid][0]) for oid in products] == [last] * len(products)  # 0003 wrote them last
+    if keeps_history(shop_db.storage):  # and the log names no transaction of 0004
+        history = [t.description for t in shop_db.storage.iterator()]
+        migration_txns = [d for d in history if d.startswith(b"dsustore migration ")]
+        assert migration_txns[-1].startswith(b"dsustore migration 0003:")
 
 
 def test_a_failed_migration_changes_no_data_record(shop_db, migrations):
