@@ -8,6 +8,7 @@ and application validations, and commits all of it at once or nothing.
 from __future__ import annotations
 
 from . import mop, policies
+from ._capacity import CapacityError
 from ._engine import Progress
 from ._lock import LockHeldError, LockLostError, migration_lock
 from ._revisions import RevisionError
@@ -56,6 +57,7 @@ from .policies import FieldPolicy, MigrationPolicy
 from .validations import Validation
 
 __all__ = [
+    "CapacityError",
     "ClassResolutionError",
     "DSUError",
     "DatabaseAheadError",

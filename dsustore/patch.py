@@ -23,6 +23,7 @@ from transaction.interfaces import NoTransaction
 from ZODB.POSException import ConflictError
 from ZODB.utils import tid_repr
 
+from ._capacity import check_lock_capacity
 from ._classes import ClassRef, dotted_name
 from ._engine import MigrationPass, Progress
 from ._namespace import Namespace, committed_tid, snapshot_tid
@@ -325,6 +326,7 @@ class Patch:
                 raise
             except Exception as err:
                 raise OperationError(f"{type(err).__name__}: {err}", operation=op.describe()) from err
+        check_lock_capacity(self.db, operations=self._operations)  # lock table: before the pass
         result = migration.run()
         validations = migration.system_validations() + [
             op.validation for op in self._operations if isinstance(op, AddValidation)
@@ -339,6 +341,7 @@ class Patch:
         )
         for hook in self._hooks:
             hook(self, report)
+        check_lock_capacity(self.db, connection=conn)  # lock table: the exact count, before commit
         if self.dry_run:
             report.duration = time.monotonic() - started
             log.info("dry run: %d objects would be migrated; nothing written", report.objects_migrated)
