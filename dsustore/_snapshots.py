@@ -112,6 +112,7 @@ class RestoreReport:
     application_transactions: int | None  # None: the storage cannot tell (history-free)
     safety_snapshot: str | None
     rewritten_oids: list[str] = field(default_factory=list, repr=False)
+    source: str = ""  # the transaction id or the export file restored from
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -358,7 +359,7 @@ def _restore_tid(db: Any, snap: Snapshot, since: _Since, safety: str) -> Restore
         snapshot=snap.name, kind="tid", tid_after=tid_after, rewritten=len(rewritten),
         created_since=created, transactions_since=since.transactions,
         application_transactions=since.application_transactions, safety_snapshot=safety,
-        rewritten_oids=[hex(u64(oid)) for oid in rewritten])
+        rewritten_oids=[hex(u64(oid)) for oid in rewritten], source=snap.tid)
 
 
 def _load_before(storage: Any, oid: bytes, before: bytes) -> bytes | None:
@@ -521,7 +522,7 @@ def _restore_export(db: Any, snap: Snapshot, since: _Since | None) -> RestoreRep
         transactions_since=len(later) if since is None else since.transactions,
         application_transactions=None if since is None else since.application_transactions,
         safety_snapshot=safety.name,
-        rewritten_oids=[hex(u64(oid)) for oid in rewritten])
+        rewritten_oids=[hex(u64(oid)) for oid in rewritten], source=str(path))
 
 
 # -- helpers ---------------------------------------------------------------------
