@@ -8,6 +8,7 @@ and application validations, and commits all of it at once or nothing.
 from __future__ import annotations
 
 from . import mop, policies
+from ._capacity import CapacityError
 from ._engine import Progress
 from ._gate import CommitGate, GateTimeoutError
 from ._live import LiveUpdateError, LiveUpdater, LiveUpdateResult
@@ -59,6 +60,7 @@ from .policies import FieldPolicy, MigrationPolicy
 from .validations import Validation
 
 __all__ = [
+    "CapacityError",
     "ClassResolutionError",
     "CommitGate",
     "DSUError",

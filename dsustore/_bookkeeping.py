@@ -22,6 +22,7 @@ from typing import Any
 
 import persistent
 import transaction as transaction_module
+from transaction.interfaces import NoTransaction
 from BTrees.OOBTree import OOBTree
 from ZODB.utils import p64, repr_to_oid, tid_repr, u64
 from .patch import TRANSACTION_MARK
@@ -108,6 +109,41 @@ def _stages_of(txn: Any) -> list[str]:
     return list(mark.get("stages") or ()) if isinstance(mark, dict) else []
 
 
+def record_tid_after(db: Any, revision: str, tid_after: str) -> None:
+    """Write ``tid_after`` into ``revision``'s applied record, in a transaction of its own.
+
+    For storages without a transaction log (history-free RelStorage), where
+    :func:`applied_records` could not find the migration's transaction later. A
+    conflict leaves the record as it was (``tid_after`` None): it is a convenience.
+    """
+    from ZODB.POSException import ConflictError
+
+    from .patch import TRANSACTION_MARK
+
+    tm = transaction_module.TransactionManager(explicit=True)
+    tm.begin()
+    conn = db.open(transaction_manager=tm)
+    try:
+        bk = bookkeeping(conn.root())
+        record = bk.applied.get(revision) if bk is not None else None
+        if record is None or record.get("tid_after") is not None:
+            return
+        bk.applied[revision] = dict(record, tid_after=tid_after)
+        txn = tm.get()
+        txn.note(f"dsustore record tid of migration {revision}")
+        txn.setExtendedInfo(TRANSACTION_MARK, {"tid_after": revision})
+        try:
+            tm.commit()
+        except ConflictError:
+            pass
+    finally:
+        try:
+            tm.abort()
+        except NoTransaction:
+            pass
+        conn.close()
+
+
 def transaction_description(revision: str, direction: str) -> str:
     """How a migration's transaction is named (before the ``: message`` part)."""
     if direction == "upgrade":
@@ -154,6 +190,7 @@ __all__ = [
     "migration_tid",
     "reading",
     "record_applied",
+    "record_tid_after",
     "record_unapplied",
     "transaction_description",
 ]

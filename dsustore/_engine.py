@@ -180,7 +180,7 @@ class MigrationPass(Context):
     def _records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
         """Every record as this stage starts from it: stored, or as earlier stages left it."""
         frozen = self.frozen
-        for oid, tid, data in current_records(self.storage, at=self.at):
+        for oid, tid, data in current_records(self.storage, at=self.at, view=self.conn):
             if frozen is not None and oid in frozen:
                 data, tid = frozen.load(oid)
             yield oid, tid, data

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ZODB.interfaces import IMVCCStorage
 from ZODB.utils import p64, tid_repr, u64
+
+from ._scan import last_committed
 
 
 class Namespace:
@@ -39,18 +42,37 @@ class Namespace:
 def snapshot_tid(connection: Any) -> bytes:
     """The id of the last transaction an open connection sees."""
     connection.root()  # establish the connection's view
-    start = getattr(connection._storage, "_start", None)
-    if start is not None:
-        return p64(u64(start) - 1)
     before = getattr(connection, "before", None)
     if before is not None:
         return p64(u64(before) - 1)
+    storage = connection._normal_storage
+    start = getattr(storage, "_start", None)
+    if start is not None:
+        return p64(u64(start) - 1)
+    if IMVCCStorage.providedBy(storage):
+        # RelStorage: each connection's instance polls its own snapshot; the DB's
+        # instance is brought up to it, or ZODB refuses a historical connection there
+        last_transaction(connection.db())
+        return storage.lastTransaction()
     return connection.db().lastTransaction()
+
+
+def last_transaction(db: Any) -> bytes:
+    """The id of the last transaction committed to ``db``, asked afresh.
+
+    ``db.lastTransaction()`` answers from the DB's own storage, which can lag: on an
+    MVCC storage (RelStorage) that instance keeps the snapshot it last polled, and a
+    ZEO client hears of other clients' commits asynchronously.
+    """
+    return last_committed(db.storage)
 
 
 def committed_tid(connection: Any) -> bytes:
     """The id of the transaction a connection has just committed."""
-    ltid = getattr(connection._normal_storage, "_ltid", None)
+    storage = connection._normal_storage
+    ltid = getattr(storage, "_ltid", None)
+    if ltid is None and IMVCCStorage.providedBy(storage):
+        ltid = storage.lastTransaction()  # RelStorage: the instance's own last commit
     return ltid or connection.db().lastTransaction()
 
 

@@ -40,6 +40,7 @@ from ._bookkeeping import (
     bookkeeping,
     reading,
     record_applied,
+    record_tid_after,
     record_unapplied,
     transaction_description,
 )
@@ -48,7 +49,7 @@ from ._lock import MigrationLock, migration_lock
 from ._revisions import RevisionGraph
 from ._schema import record_schema
 from ._scripts import Script, load_scripts
-from ._snapshots import Snapshot, snapshot
+from ._snapshots import Snapshot, keeps_history, snapshot
 from .errors import DSUError
 from .patch import TRANSACTION_MARK, Patch, PatchReport
 
@@ -350,7 +351,9 @@ def _run(
     with _naming_the_migration(patch, script.revision):
         patch.begin()
         patch.commit()
-    return MigrationResult(script.revision, script.message, direction, patch.report)
+    result = MigrationResult(script.revision, script.message, direction, patch.report)
+    _note_tid_after(db, [result])
+    return result
 
 
 def run_together(
@@ -387,13 +390,25 @@ def run_together(
         patch.commit()
     report: PatchReport = patch.report
     by_revision = {s.revision: s for s in scripts}
-    return [
+    results = [
         MigrationResult(stage.label, by_revision[stage.label].message, direction, PatchReport.of_stages(
             [stage], committed=report.committed, dry_run=report.dry_run, tid_before=report.tid_before,
             tid_after=report.tid_after, duration=stage.duration, attempts=report.attempts,
         ))
         for stage in report.stages if stage.label is not None
     ]
+    _note_tid_after(db, results)
+    return results
+
+
+def _note_tid_after(db: Any, results: list[MigrationResult]) -> None:
+    """Where the storage keeps no transaction log, write each applied migration's tid_after
+    now: :func:`applied_records` could not find its transaction later."""
+    if keeps_history(db.storage):
+        return
+    for result in results:
+        if result.report.committed and result.direction == "upgrade":
+            record_tid_after(db, result.revision, result.report.tid_after)
 
 
 @contextmanager

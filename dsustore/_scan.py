@@ -7,27 +7,42 @@ records one by one); storages with ``record_iternext`` (ZEO) are walked with it;
 anything else is listed through its transaction iterator. Every path yields the
 state as of the snapshot transaction, so the scan agrees with the patch's view even
 while the application keeps committing.
+
+RelStorage is an MVCC storage: each instance reads through its own database
+snapshot, and the instance ``ZODB.DB`` holds as ``db.storage`` keeps whatever
+snapshot it last had (it can be far behind). Its ``record_iternext`` is one SQL
+query over the current objects, streamed with a server-side cursor; the scan runs
+it on a fresh instance, or, when given the connection whose view it must match
+(``view``), on that connection's instance -- the only way to read a history-free
+database as of an earlier transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from ZODB.FileStorage import FileStorage
+from ZODB.interfaces import IMVCCStorage
 from ZODB.utils import p64, u64, z64
 
 Record = tuple[bytes, bytes, bytes]  # (oid, tid, data)
 
 
-def current_records(storage: object, *, at: bytes | None = None) -> Iterator[Record]:
+def current_records(storage: Any, *, at: bytes | None = None,
+                    view: Any = None) -> Iterator[Record]:
     """Yield ``(oid, tid, data)`` of every object current at transaction ``at``.
 
-    ``at`` defaults to the storage's last transaction. Deleted objects (no data)
-    are skipped. Memory stays constant for FileStorage and record_iternext
-    storages; the generic path keeps one set of oids.
+    ``at`` defaults to the storage's last transaction. ``view`` is an open
+    connection that sees the database as of ``at``; an MVCC storage (RelStorage)
+    is read through it. Deleted objects (no data) are skipped. Memory stays
+    constant for FileStorage and record_iternext storages; the generic path keeps
+    one set of oids.
     """
+    if IMVCCStorage.providedBy(storage):
+        return _mvcc_records(storage, at, view)
     if at is None:
-        at = storage.lastTransaction()
+        at = last_committed(storage)
     if isinstance(storage, FileStorage):
         return _filestorage_records(storage, at)
     if hasattr(storage, "record_iternext"):
@@ -35,13 +50,41 @@ def current_records(storage: object, *, at: bytes | None = None) -> Iterator[Rec
     return _iterator_records(storage, at)
 
 
+def last_committed(storage: Any) -> bytes:
+    """The storage's last transaction, after catching up with commits made elsewhere.
+
+    A ZEO client learns of other clients' commits asynchronously; a round trip to
+    the server (``ping``) makes sure it has heard of every one before it answers.
+    An MVCC storage's instance polls (see :func:`dsustore._namespace.last_transaction`).
+    """
+    if IMVCCStorage.providedBy(storage):
+        storage.poll_invalidations()
+    else:
+        ping = getattr(storage, "ping", None)
+        if callable(ping):
+            ping()
+    return storage.lastTransaction()
+
+
+def _mvcc_records(storage: Any, at: bytes | None, view: Any) -> Iterator[Record]:
+    """Current records of an MVCC storage, read through an instance with a fixed snapshot."""
+    if view is not None:
+        yield from _iternext_records(view._normal_storage, at or view._normal_storage.lastTransaction())
+        return
+    instance = storage.new_instance()
+    try:
+        instance.poll_invalidations()  # a snapshot of now, which is at or after ``at``
+        yield from _iternext_records(instance, at or instance.lastTransaction())
+    finally:
+        instance.release()
+
+
 def _before(at: bytes) -> bytes:
     return p64(u64(at) + 1)
 
 
 def _filestorage_records(fs: FileStorage, at: bytes) -> Iterator[Record]:
-    with fs._lock:
-        end = fs._pos
+    end = _end_of(fs, at)
     index = fs._index
     moved: set[bytes] = set()
     if at == z64:
@@ -68,15 +111,40 @@ def _filestorage_records(fs: FileStorage, at: bytes) -> Iterator[Record]:
             yield oid, found[1], found[0]
 
 
-def _iternext_records(storage: object, at: bytes) -> Iterator[Record]:
+def _end_of(fs: FileStorage, at: bytes) -> int:
+    """The file position where the transactions after ``at`` begin.
+
+    A record whose current version lies at or past it was rewritten after ``at``.
+    """
+    with fs._lock:
+        end, last = fs._pos, fs._ltid
+    if u64(at) >= u64(last):
+        return end
+    later = fs.iterator(_before(at))
+    try:
+        for txn in later:
+            return txn._tpos
+    finally:
+        later.close()
+    return end
+
+
+def _iternext_records(storage: Any, at: bytes) -> Iterator[Record]:
+    """Walk ``record_iternext``; a record written after ``at`` is replaced by its older state.
+
+    A history-free storage has no older state to give; such a record is yielded
+    as it is now (``view`` avoids the case for the scans that need exactness).
+    """
     before = _before(at)
+    if at == z64:  # nothing committed: an empty storage (ZEO reports that as an error)
+        return
     cursor = None
     while True:
         try:
             oid, tid, data, cursor = storage.record_iternext(cursor)
         except (KeyError, IndexError, StopIteration):  # empty storage
             return
-        if u64(tid) > u64(at):
+        if u64(tid) > u64(at) and _keeps_history(storage):
             found = storage.loadBefore(oid, before)
             if found is None or found[0] is None:
                 data = None
@@ -88,7 +156,12 @@ def _iternext_records(storage: object, at: bytes) -> Iterator[Record]:
             return
 
 
-def _iterator_records(storage: object, at: bytes) -> Iterator[Record]:
+def _keeps_history(storage: Any) -> bool:
+    options = getattr(storage, "_options", None)
+    return bool(getattr(options, "keep_history", True))
+
+
+def _iterator_records(storage: Any, at: bytes) -> Iterator[Record]:
     oids: set[bytes] = set()
     iterator = storage.iterator(None, at)
     try:
@@ -112,7 +185,7 @@ def changed_since(storage: object, tid: bytes) -> list[bytes] | None:
     Read from the storage's transaction iterator, which every history-keeping
     storage offers; it costs a read of only the transactions after ``tid``.
     """
-    if storage.lastTransaction() == tid:
+    if last_committed(storage) == tid:
         return []
     iterate = getattr(storage, "iterator", None)
     if iterate is None:

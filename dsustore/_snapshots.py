@@ -9,15 +9,28 @@ snapshot, so a restore costs what changed since, not the size of the database, a
 being an ordinary transaction it can itself be undone by restoring the snapshot that
 is taken automatically before it. The snapshot list itself is never rolled back.
 
-History-free storages keep no old records, so there a snapshot is an export file of
-the whole graph under the root, and restoring imports it in place of the root's
-contents.
+History-free storages (RelStorage with ``keep_history=false``) keep no old records,
+so there a snapshot is an export: a file holding every current record, in ZODB's
+export format, taken in the transaction right after the one that records the
+snapshot. Restoring imports it under the records' own oids: one new transaction
+writes back every exported record whose state differs now, so references from
+outside the graph stay valid. Such a storage has no transaction log either, so
+application writes since the snapshot cannot be told from dsustore's: the report
+says so (``application_transactions`` is None) and a restore brings back the
+exported state over them. Where the storage keeps history, an export (asked for
+with ``kind="export"``) is refused over application writes like a transaction id.
+
+Export files go to ``directory``, else ``$DSUSTORE_SNAPSHOTS``, else next to a
+FileStorage (``Data.fs.snapshots``), else next to the database's other exports,
+else ``./dsustore-snapshots``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,17 +38,22 @@ from typing import Any, Literal
 
 import transaction as transaction_module
 from transaction.interfaces import NoTransaction
+from ZODB.ExportImport import export_end_marker
+from ZODB.interfaces import IMVCCStorage
 from ZODB.POSException import ConflictError, POSKeyError
 from ZODB.serialize import referencesf
 from ZODB.TimeStamp import TimeStamp
 from ZODB.utils import p64, tid_repr, u64, z64
 
-from ._bookkeeping import ROOT_KEY as BOOKKEEPING_KEY
 from ._bookkeeping import bookkeeping
+from ._namespace import committed_tid, last_transaction, snapshot_tid
+from ._scan import current_records
 from .errors import DSUError
 from .patch import TRANSACTION_MARK
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*\Z")
+
+ENV_SNAPSHOTS = "DSUSTORE_SNAPSHOTS"
 
 Kind = Literal["tid", "export"]
 
@@ -91,9 +109,10 @@ class RestoreReport:
     rewritten: int
     created_since: int
     transactions_since: int
-    application_transactions: int
+    application_transactions: int | None  # None: the storage cannot tell (history-free)
     safety_snapshot: str | None
     rewritten_oids: list[str] = field(default_factory=list, repr=False)
+    source: str = ""  # the transaction id or the export file restored from
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -138,15 +157,13 @@ def snapshot(db: Any, name: str | None = None, *, note: str = "", kind: Kind | N
     name = name or f"snap-{created:%Y%m%d-%H%M%S-%f}"
     if not _NAME_RE.match(name):
         raise SnapshotError(f"invalid snapshot name {name!r}: use letters, digits and . _ - : @ +")
+    path = _export_path(db, name, directory) if kind == "export" else None
     with _connection(db) as (conn, tm):
         book = _book(conn.root(), create=True)
         if name in book.snapshots:
             raise SnapshotError(f"a snapshot named {name!r} already exists")
-        path: str | None = None
-        if kind == "export":
-            path = str(_export(conn, db, name, directory))
         record = {"name": name, "kind": kind, "tid": "", "created": created.isoformat(),
-                  "path": path, "note": note}
+                  "path": str(path) if path else None, "note": note}
         book.snapshots[name] = record
         txn = tm.get()
         txn.note(f"dsustore snapshot {name}")
@@ -154,6 +171,18 @@ def snapshot(db: Any, name: str | None = None, *, note: str = "", kind: Kind | N
         tm.commit()
         tid = _last_tid(conn, db)
         tm.begin()
+        if path is not None:
+            # the export is of this transaction's view: the state with the snapshot recorded
+            tid = snapshot_tid(conn)
+            try:
+                _export(conn, db, path)
+            except BaseException:
+                tm.abort()
+                tm.begin()
+                del book.snapshots[name]
+                tm.get().note(f"dsustore delete snapshot {name} (export failed)")
+                tm.commit()
+                raise
         book.snapshots[name] = dict(record, tid=tid_repr(tid))
         txn = tm.get()
         txn.note(f"dsustore snapshot {name} (tid)")
@@ -207,18 +236,20 @@ def restore(db: Any, snapshot: str | Snapshot, *, force: bool = False) -> Restor
     dsustore (the application's) came after the snapshot, unless ``force``.
     """
     snap = get_snapshot(db, snapshot if isinstance(snapshot, str) else snapshot.name)
-    if snap.kind == "export":
-        return _restore_export(db, snap)
-    if not keeps_history(db.storage):
+    history = keeps_history(db.storage)
+    if snap.kind == "tid" and not history:
         raise SnapshotError(f"snapshot {snap.name!r} is a transaction id, but this storage "
                             "keeps no history")
-    since = _changes_since(db.storage, snap.tid_bytes)
-    if since.application_transactions and not force:
-        raise SnapshotConflictError(
-            f"restoring {snap.name!r} would lose {since.application_transactions} application "
-            f"transaction(s) changing {len(since.application_oids)} object(s) written after it; "
-            "use --force to restore anyway",
-            transactions=since.application_transactions, objects=len(since.application_oids))
+    since = _changes_since(db.storage, snap.tid_bytes) if history else None
+    if since is not None:
+        if since.application_transactions and not force:
+            raise SnapshotConflictError(
+                f"restoring {snap.name!r} would lose {since.application_transactions} application "
+                f"transaction(s) changing {len(since.application_oids)} object(s) written after "
+                "it; use --force to restore anyway",
+                transactions=since.application_transactions, objects=len(since.application_oids))
+    if snap.kind == "export":
+        return _restore_export(db, snap, since)
     safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}")
     since = _changes_since(db.storage, snap.tid_bytes)
     return _restore_tid(db, snap, since, safety.name)
@@ -294,11 +325,11 @@ def _extension(txn: Any) -> dict[str, Any]:
 
 
 def _restore_tid(db: Any, snap: Snapshot, since: _Since, safety: str) -> RestoreReport:
-    storage = db.storage
     before = p64(u64(snap.tid_bytes) + 1)
     rewritten: list[bytes] = []
     created = 0
     with _connection(db) as (conn, tm):
+        storage = _reader(conn)
         keep = _snapshot_list_oids(conn)
         txn = tm.get()
         if conn._needs_to_join:
@@ -328,7 +359,7 @@ def _restore_tid(db: Any, snap: Snapshot, since: _Since, safety: str) -> Restore
         snapshot=snap.name, kind="tid", tid_after=tid_after, rewritten=len(rewritten),
         created_since=created, transactions_since=since.transactions,
         application_transactions=since.application_transactions, safety_snapshot=safety,
-        rewritten_oids=[hex(u64(oid)) for oid in rewritten])
+        rewritten_oids=[hex(u64(oid)) for oid in rewritten], source=snap.tid)
 
 
 def _load_before(storage: Any, oid: bytes, before: bytes) -> bytes | None:
@@ -348,7 +379,7 @@ def _snapshot_list_oids(conn: Any) -> set[bytes]:
     if book is None:
         return set()
     tree = book.snapshots
-    storage = conn.db().storage
+    storage = _reader(conn)
     found: set[bytes] = set()
     todo = [tree._p_oid]
     while todo:
@@ -374,51 +405,124 @@ def _safety_name(db: Any, name: str) -> str:
 # -- export snapshots ----------------------------------------------------------
 
 
-def _export(conn: Any, db: Any, name: str, directory: str | Path | None) -> Path:
+def _export_path(db: Any, name: str, directory: str | Path | None) -> Path:
     folder = Path(directory) if directory else _default_export_folder(db)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.zexp"
     if path.exists():
         raise SnapshotError(f"export file {path} already exists")
-    with path.open("wb") as f:
-        conn.exportFile(z64, f)
     return path
 
 
+def _export(conn: Any, db: Any, path: Path) -> None:
+    """Write every record current in ``conn``'s view to ``path``, in ZODB's export format.
+
+    The records are streamed from one storage scan (on RelStorage one SQL query),
+    not loaded object by object; the file appears under its name only when complete.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("wb") as f:
+            f.write(b"ZEXP")
+            for oid, _tid, data in current_records(db.storage, at=snapshot_tid(conn), view=conn):
+                f.write(oid)
+                f.write(p64(len(data)))
+                f.write(data)
+            f.write(export_end_marker)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _exported_records(path: Path) -> Iterator[tuple[bytes, bytes]]:
+    """The ``(oid, data)`` records of an export file, one at a time."""
+    with path.open("rb") as f:
+        if f.read(4) != b"ZEXP":
+            raise SnapshotError(f"{path} is not a ZODB export file")
+        while True:
+            header = f.read(16)
+            if header == export_end_marker:
+                return
+            if len(header) != 16:
+                raise SnapshotError(f"export file {path} is truncated")
+            length = u64(header[8:])
+            data = f.read(length)
+            if len(data) != length:
+                raise SnapshotError(f"export file {path} is truncated")
+            yield header[:8], data
+
+
 def _default_export_folder(db: Any) -> Path:
+    configured = os.environ.get(ENV_SNAPSHOTS)
+    if configured:
+        return Path(configured)
     filename = getattr(db.storage, "_file_name", None)
     if filename:
         return Path(f"{filename}.snapshots")
+    exports = [s for s in snapshots(db) if s.kind == "export" and s.path]
+    if exports:
+        return Path(exports[-1].path).parent
     return Path.cwd() / "dsustore-snapshots"
 
 
-def _restore_export(db: Any, snap: Snapshot) -> RestoreReport:
-    if not snap.path or not Path(snap.path).is_file():
+def _restore_export(db: Any, snap: Snapshot, since: _Since | None) -> RestoreReport:
+    """Write back, under their own oids, the exported records that differ now; one transaction.
+
+    ``since`` is what the transaction log says changed after the snapshot, None on
+    a storage without one.
+    """
+    path = Path(snap.path) if snap.path else None
+    if path is None or not path.is_file():
         raise SnapshotError(f"the export file of snapshot {snap.name!r} is missing: {snap.path}")
-    safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}")
+    safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}",
+                            directory=path.parent if since is None else None)
+    rewritten: list[bytes] = []
+    exported: set[bytes] = set()
     with _connection(db) as (conn, tm):
-        root = conn.root()
-        current_book = _book(root, create=True)
-        with open(snap.path, "rb") as f:
-            imported = conn.importFile(f)
-        contents = dict(imported.items())
-        old_book = contents.get(BOOKKEEPING_KEY)
-        if old_book is not None and hasattr(old_book, "snapshots"):
-            old_book.snapshots = current_book.snapshots  # applied as then, snapshots as now
-        else:
-            contents[BOOKKEEPING_KEY] = current_book
-        rewritten = len(root)
-        root.clear()
-        root.update(contents)
+        storage = _reader(conn)
+        keep = _snapshot_list_oids(conn)
+        at = snapshot_tid(conn)
+        later: set[bytes] = set()
+        created = 0
+        for oid, tid, _data in current_records(db.storage, at=at, view=conn):
+            if u64(tid) > u64(snap.tid_bytes) and oid not in keep:
+                later.add(tid)
         txn = tm.get()
+        if conn._needs_to_join:
+            txn.join(conn)
+            conn._needs_to_join = False
+        txn.savepoint(optimistic=True)
+        for oid, data in _exported_records(path):
+            exported.add(oid)
+            if oid in keep:
+                continue
+            try:
+                current, serial = storage.load(oid)
+            except POSKeyError:  # removed since (a pack collected it): bring it back
+                current, serial = None, z64
+            if current == data:
+                continue
+            conn._storage.store(oid, serial, data, "", txn)
+            rewritten.append(oid)
+        for oid, _tid, _data in current_records(db.storage, at=at, view=conn):
+            if oid not in exported:
+                created += 1
         txn.note(f"dsustore restore {snap.name}")
         txn.setExtendedInfo(TRANSACTION_MARK, {"restore": snap.name, "path": snap.path})
-        tm.commit()
-        tid_after = tid_repr(_last_tid(conn, db))
+        try:
+            tm.commit()
+        except ConflictError as err:
+            raise SnapshotError(f"another transaction changed objects while restoring {snap.name!r}; "
+                                "nothing was written") from err
+        tid_after = tid_repr(_last_tid(conn, db)) if rewritten else None
+        conn._cache.invalidate(list(rewritten))
     return RestoreReport(
-        snapshot=snap.name, kind="export", tid_after=tid_after, rewritten=rewritten,
-        created_since=0, transactions_since=0, application_transactions=0,
-        safety_snapshot=safety.name)
+        snapshot=snap.name, kind="export", tid_after=tid_after, rewritten=len(rewritten),
+        created_since=created,
+        transactions_since=len(later) if since is None else since.transactions,
+        application_transactions=None if since is None else since.application_transactions,
+        safety_snapshot=safety.name,
+        rewritten_oids=[hex(u64(oid)) for oid in rewritten], source=str(path))
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -457,6 +561,13 @@ def _as_snapshot(record: Any) -> Snapshot:
 
 
 def _last_tid(conn: Any, db: Any) -> bytes:
-    ltid = getattr(conn._normal_storage, "_ltid", None)
-    return ltid if ltid and ltid != z64 else db.lastTransaction()
+    """The transaction ``conn`` has just committed."""
+    tid = committed_tid(conn)
+    return tid if tid != z64 else last_transaction(db)
+
+
+def _reader(conn: Any) -> Any:
+    """Where to load records as ``conn`` sees them: its own instance on an MVCC storage."""
+    storage = conn.db().storage
+    return conn._normal_storage if IMVCCStorage.providedBy(storage) else storage
 

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = snap.add_parser("create", help="take a snapshot")
     s.add_argument("name", nargs="?")
     s.add_argument("--note", default="")
+    s.add_argument("--dir", dest="directory", default=None,
+                   help="where an export snapshot's file goes (history-free storages; "
+                        "default $DSUSTORE_SNAPSHOTS, else next to the other exports)")
     snap.add_parser("list", help="list snapshots")
     s = snap.add_parser("restore", help="bring the database back to a snapshot")
     s.add_argument("name")
@@ -209,7 +212,8 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
         return commands.pack(db, days=args.days), EXIT_OK
     if command == "snapshot":
         if args.action == "create":
-            return commands.snapshot_create(db, args.name, note=args.note), EXIT_OK
+            return commands.snapshot_create(db, args.name, note=args.note,
+                                            directory=args.directory), EXIT_OK
         if args.action == "list":
             return commands.snapshot_list(db), EXIT_OK
         if args.action == "restore":
@@ -313,14 +317,27 @@ def _format(args: argparse.Namespace, result: Any) -> str:
     if command == "snapshot":
         if args.action == "list":
             return "\n".join(f"{s['name']}  {s['kind']}  {s['tid']}  {s['created']}"
+                             f"{'  ' + s['path'] if s.get('path') else ''}"
                              f"{'  ' + s['note'] if s['note'] else ''}" for s in result) or "no snapshots"
         if args.action == "restore":
-            return (f"restored {result['snapshot']}: {result['rewritten']} objects rewritten, "
-                    f"{result['created_since']} created since left unreachable; "
+            unknown = ("; application writes since it cannot be told apart on a history-free "
+                       "storage and were undone too" if result["application_transactions"] is None
+                       else "")
+            return (f"restored {result['snapshot']} from {_snapshot_source(result['kind'], result['source'])}: "
+                    f"{result['rewritten']} objects rewritten, "
+                    f"{result['created_since']} created since left unreachable{unknown}; "
                     f"undo with: dsustore snapshot restore {result['safety_snapshot']}")
         verb = "created" if args.action == "create" else "deleted"
-        return f"{verb} snapshot {result['name']} ({result['kind']} {result['tid']})"
+        source = result["path"] if result["kind"] == "export" else result["tid"]
+        return f"{verb} snapshot {result['name']} as {_snapshot_source(result['kind'], source)}"
     return json.dumps(result, indent=2, default=str)
+
+
+def _snapshot_source(kind: str, source: str) -> str:
+    """Which kind of snapshot, in words: a transaction id to rewrite back to, or an export file."""
+    if kind == "export":
+        return f"export {source} (the storage keeps no history)"
+    return f"transaction id {source} (history kept by the storage)"
 
 
 def _revs(revisions: Any) -> str:

@@ -213,9 +213,10 @@ def verify(db: Any) -> dict[str, Any]:
 # -- snapshots ---------------------------------------------------------------------------
 
 
-def snapshot_create(db: Any, name: str | None = None, *, note: str = "") -> dict[str, Any]:
-    """Take a named snapshot."""
-    return _snapshots.snapshot(db, name, note=note).as_dict()
+def snapshot_create(db: Any, name: str | None = None, *, note: str = "",
+                    directory: str | Path | None = None) -> dict[str, Any]:
+    """Take a named snapshot: a transaction id, or an export file where history is not kept."""
+    return _snapshots.snapshot(db, name, note=note, directory=directory).as_dict()
 
 
 def snapshot_list(db: Any) -> list[dict[str, Any]]:

@@ -96,10 +96,14 @@ def _matcher(cls: ClassRef, subclasses: bool):
 
 
 def instance_oids(storage: Any, cls: ClassRef, *, at: bytes | None = None,
-                  subclasses: bool = True) -> Iterator[bytes]:
-    """Oids of the stored instances of ``cls``, read from record headers only."""
+                  subclasses: bool = True, view: Any = None) -> Iterator[bytes]:
+    """Oids of the stored instances of ``cls``, read from record headers only.
+
+    ``view``, a connection seeing the database as of ``at``, makes the scan exact
+    on a history-free RelStorage (see :func:`dsustore._scan.current_records`).
+    """
     klass_for = _matcher(cls, subclasses)
-    for oid, _tid, data in current_records(storage, at=at):
+    for oid, _tid, data in current_records(storage, at=at, view=view):
         if klass_for(data) is not False:
             yield oid
 
@@ -113,7 +117,7 @@ def all_instances(conn: Any, cls: ClassRef, *, subclasses: bool = True) -> Itera
     """
     klass_for = _matcher(cls, subclasses)
     cache = conn._cache
-    for oid, _tid, data in current_records(conn.db().storage, at=snapshot_tid(conn)):
+    for oid, _tid, data in current_records(conn.db().storage, at=snapshot_tid(conn), view=conn):
         klass = klass_for(data)
         if klass is False:
             continue
@@ -127,11 +131,11 @@ def all_instances(conn: Any, cls: ClassRef, *, subclasses: bool = True) -> Itera
         yield obj
 
 
-def class_counts(storage: Any, *, at: bytes | None = None) -> Counter[str]:
+def class_counts(storage: Any, *, at: bytes | None = None, view: Any = None) -> Counter[str]:
     """How many stored objects each class has (dotted name → count)."""
     by_key: Counter[bytes] = Counter()
     names: dict[bytes, str] = {}
-    for _oid, _tid, data in current_records(storage, at=at):
+    for _oid, _tid, data in current_records(storage, at=at, view=view):
         key = class_key(data)
         if key not in names:
             names[key] = class_name_of(data)

@@ -24,6 +24,7 @@ from transaction.interfaces import NoTransaction
 from ZODB.POSException import ConflictError
 from ZODB.utils import tid_repr
 
+from ._capacity import check_lock_capacity
 from ._classes import ClassRef, dotted_name
 from ._engine import MigrationPass, Progress, catch_up
 from ._namespace import Namespace, committed_tid, overlay, remove_overlay, snapshot_tid
@@ -41,7 +42,7 @@ from ._operations import (
 )
 from ._savepoints import release, use_appending_savepoints
 from ._code import code_versions_active
-from ._scan import changed_since
+from ._scan import changed_since, last_committed
 from ._swap import swap_live_objects
 from .errors import (
     DSUError,
@@ -456,6 +457,7 @@ class Patch:
         )
         for hook in self._hooks:
             hook(self, report)
+        check_lock_capacity(self.db, connection=conn)  # lock table: the exact count, before commit
         if self.dry_run:
             report.duration = time.monotonic() - started
             log.info("dry run: %d objects would be migrated; nothing written", report.objects_migrated)
@@ -522,6 +524,7 @@ class Patch:
                 raise
             except Exception as err:
                 raise OperationError(f"{type(err).__name__}: {err}", operation=op.describe()) from err
+        check_lock_capacity(self.db, operations=stage.operations)  # lock table: before the pass
         started = time.monotonic()
         result = migration.run()
         passes.append(migration)
@@ -543,7 +546,7 @@ class Patch:
         Returns how many objects, and the transaction it caught up to.
         """
         storage = self.db.storage
-        upto = storage.lastTransaction()
+        upto = last_committed(storage)
         if not passes:
             return 0, upto
         changed = changed_since(storage, since)

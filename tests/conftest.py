@@ -15,37 +15,55 @@ import pytest
 import transaction
 import ZODB
 from ZODB.FileStorage import FileStorage
-from ZODB.MappingStorage import MappingStorage
 
 TESTS = Path(__file__).parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import shopmodels  # noqa: E402
+from backends import KINDS, Backend  # noqa: E402
+from servers import PostgresServer  # noqa: E402
 
+from dsustore._namespace import last_transaction  # noqa: E402
 from dsustore._scan import current_records  # noqa: E402
 
 
-def open_storage(kind: str, folder: Path):
-    if kind == "mapping":
-        return MappingStorage()
-    if kind == "file":
-        return FileStorage(str(folder / "Data.fs"))
-    raise ValueError(kind)
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (started on first use, on 127.0.0.1).
+
+    ``max_locks_per_transaction`` is raised (see :class:`PostgresServer`) so the
+    sizes the tests update fit RelStorage's one lock per modified object.
+    """
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
-@pytest.fixture(params=["mapping", "file"])
+@pytest.fixture(params=KINDS)
 def storage_kind(request) -> str:
     """Every core test runs on each storage kind."""
     return request.param
 
 
 @pytest.fixture
-def db(storage_kind: str, tmp_path: Path) -> Iterator[ZODB.DB]:
+def backend(storage_kind: str, tmp_path: Path, request) -> Iterator[Backend]:
+    """The parametrised storage kind, empty, with its server running."""
+    pg = request.getfixturevalue("pg_server") if storage_kind.startswith("relstorage") else None
+    found = Backend(storage_kind, tmp_path, pg=pg)
+    try:
+        yield found.start()
+    finally:
+        found.stop()
+
+
+@pytest.fixture
+def db(backend: Backend) -> ZODB.DB:
     """An empty database of the parametrised storage kind."""
-    database = ZODB.DB(open_storage(storage_kind, tmp_path))
-    yield database
-    database.close()
+    return backend.open()
 
 
 @pytest.fixture
@@ -76,11 +94,11 @@ def unchanged():
     class Snapshot:
         def __init__(self, database: ZODB.DB) -> None:
             self.database = database
-            self.last = database.lastTransaction()
+            self.last = last_transaction(database)
             self.image = storage_image(database)
 
         def check(self) -> None:
-            assert self.database.lastTransaction() == self.last
+            assert last_transaction(self.database) == self.last
             assert storage_image(self.database) == self.image
 
     return Snapshot
@@ -101,6 +119,18 @@ def reader(db: ZODB.DB):
     for conn, tm in opened:
         tm.abort()
         conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _exports_in_tmp_path(tmp_path: Path) -> Iterator[None]:
+    """Export snapshots a test takes go to its own folder, never the working directory."""
+    saved = os.environ.get("DSUSTORE_SNAPSHOTS")
+    os.environ["DSUSTORE_SNAPSHOTS"] = str(tmp_path / "snapshots")
+    yield
+    if saved is None:
+        os.environ.pop("DSUSTORE_SNAPSHOTS", None)
+    else:
+        os.environ["DSUSTORE_SNAPSHOTS"] = saved
 
 
 @pytest.fixture(autouse=True)

@@ -34,11 +34,12 @@ def downgrade(patch):
 '''
 
 
-def run(cwd: Path, *args: str, executable: list[str] | None = None) -> subprocess.CompletedProcess:
+def run(cwd: Path, *args: str, executable: list[str] | None = None,
+        db: str = "Data.fs") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     env.pop("DSUSTORE_DB", None)
     command = executable or [sys.executable, "-m", "dsustore.cli"]
-    return subprocess.run([*command, "--db", "Data.fs", *args], cwd=cwd, env=env,
+    return subprocess.run([*command, "--db", db, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -146,6 +147,39 @@ def test_snapshot_create_list_restore(project):
     with db.transaction() as conn:
         assert not hasattr(conn.root()["users"]["user1"], "email")
     db.close()
+
+
+@pytest.mark.parametrize("storage_kind", ["file", "zeo", "relstorage-hp", "relstorage-hf"])
+def test_snapshot_commands_over_a_uri_say_which_kind_of_snapshot_they_used(backend, tmp_path):
+    """On ZEO and RelStorage too: a transaction id where history is kept, else an export file."""
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    db.close()  # the command opens the database itself (a FileStorage only once)
+    project = tmp_path / "project"
+    project.mkdir()
+    assert run(project, "init", db=backend.uri).returncode == 0
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+
+    created = run(project, "snapshot", "create", "before", db=backend.uri)
+    upgraded = run(project, "upgrade", db=backend.uri)
+    restored = run(project, "snapshot", "restore", "before", db=backend.uri)
+
+    for result in (created, upgraded, restored):
+        assert result.returncode == 0, result.stderr
+    if backend.keep_history:
+        assert created.stdout.startswith("created snapshot before as transaction id 0x")
+        assert restored.stdout.startswith("restored before from transaction id 0x")
+    else:
+        export = tmp_path / "snapshots" / "before.zexp"  # $DSUSTORE_SNAPSHOTS of the test
+        assert created.stdout.strip() == (f"created snapshot before as export {export} "
+                                          "(the storage keeps no history)")
+        assert restored.stdout.startswith(f"restored before from export {export}")
+        assert "cannot be told apart" in restored.stdout
+    assert "7 objects rewritten" in restored.stdout  # 5 users, the applied records, the schema
+    db = backend.open()
+    with db.transaction() as conn:
+        assert not any(hasattr(user, "email") for user in conn.root()["users"].values())
 
 
 def test_installed_console_script_runs(project):

@@ -1,28 +1,31 @@
-"""Two real processes upgrading one database (a FileStorage behind a ZEO server) at once."""
+"""Real client processes sharing one database: behind a ZEO server, and on RelStorage.
+
+Two migrators at once apply a migration exactly once; an application process
+writing during a migration loses no update, and sees the new state afterwards.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ZEO
 
 import shopmodels
+from backends import SHARED_KINDS
 from dsustore._bookkeeping import applied_revisions, bookkeeping
 from dsustore._lock import LockHeldError
 from dsustore._runner import upgrade
 
 TESTS = Path(__file__).parent
-HOST = "127.0.0.1"
+
+pytestmark = pytest.mark.parametrize("storage_kind", SHARED_KINDS)
 
 MIGRATION = '''\
 """slow migration that counts how often it was applied"""
@@ -49,11 +52,11 @@ def upgrade(patch):
 UPGRADER = '''
 import json, sys, time
 from pathlib import Path
-import ZEO
+from dsustore import open_db
 from dsustore._runner import upgrade
 
-port, folder, go, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-db = ZEO.DB(("127.0.0.1", port), server_sync=True)
+uri, folder, go, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+db = open_db(uri)
 try:
     Path(str(out) + ".ready").write_text("ready")
     while not go.exists():
@@ -67,21 +70,15 @@ finally:
 LOCK_HOLDER = '''
 import sys, time
 from pathlib import Path
-import ZEO
+from dsustore import open_db
 from dsustore._lock import MigrationLock
 
-port, ready = int(sys.argv[1]), Path(sys.argv[2])
-db = ZEO.DB(("127.0.0.1", port), server_sync=True)
+uri, ready = sys.argv[1], Path(sys.argv[2])
+db = open_db(uri)
 MigrationLock(db, ttl=4).acquire()
 ready.write_text("locked")
 time.sleep(600)
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def child_env() -> dict[str, str]:
@@ -98,48 +95,16 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def zeo_port(tmp_path: Path) -> Iterator[int]:
-    """A ZEO server over a FileStorage in tmp_path, holding a small shop."""
-    port = free_port()
-    log = open(tmp_path / "zeo.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ZEO.runzeo", "-a", f"{HOST}:{port}", "-f", str(tmp_path / "Data.fs")],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: accepts(port) or server.poll() is not None, 30, "the ZEO server")
-        assert server.poll() is None, (tmp_path / "zeo.log").read_text()
-        db = ZEO.DB((HOST, port), server_sync=True)
-        try:
-            with db.transaction() as conn:
-                shopmodels.populate(conn.root())
-        finally:
-            db.close()
-        yield port
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+def shop(backend):
+    """The shared database, holding a small shop; its URI is what child processes open."""
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    return backend
 
 
-def open_client(port: int):
-    return ZEO.DB((HOST, port), server_sync=True)
-
-
-def test_two_processes_upgrading_at_once_apply_the_migration_once(zeo_port, tmp_path):
+def test_two_processes_upgrading_at_once_apply_the_migration_once(shop, tmp_path):
     """Exactly one process applies the migration; the other waits for the lock, then finds it done."""
     folder = tmp_path / "migrations"
     folder.mkdir()
@@ -147,7 +112,7 @@ def test_two_processes_upgrading_at_once_apply_the_migration_once(zeo_port, tmp_
     go = tmp_path / "go"
     outs = [tmp_path / f"out{i}.json" for i in range(2)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", UPGRADER, str(zeo_port), str(folder), str(go), str(out)],
+        subprocess.Popen([sys.executable, "-c", UPGRADER, shop.uri, str(folder), str(go), str(out)],
                          env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for out in outs
     ]
@@ -164,22 +129,19 @@ def test_two_processes_upgrading_at_once_apply_the_migration_once(zeo_port, tmp_
                 proc.wait()
     results = sorted(json.loads(o.read_text())["revisions"] for o in outs)
     assert results == [[], ["0001"]]
-    db = open_client(zeo_port)
-    try:
-        with db.transaction() as conn:
-            root = conn.root()
-            assert root["applied_count"] == 1
-            assert all(p.active for p in root["products"].values())
-            assert bookkeeping(root).lock is None
-        assert applied_revisions(db) == {"0001"}
-    finally:
-        db.close()
+    db = shop.open()
+    with db.transaction() as conn:
+        root = conn.root()
+        assert root["applied_count"] == 1
+        assert all(p.active for p in root["products"].values())
+        assert bookkeeping(root).lock is None
+    assert applied_revisions(db) == {"0001"}
 
 
-def test_a_lock_left_by_a_killed_process_is_taken_over(zeo_port, tmp_path):
+def test_a_lock_left_by_a_killed_process_is_taken_over(shop, tmp_path):
     """A process killed while holding the lock blocks others only until its lease expires."""
     ready = tmp_path / "locked"
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(zeo_port), str(ready)],
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, shop.uri, str(ready)],
                               env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: ready.exists() or holder.poll() is not None, 60, "the lock holder")
@@ -198,16 +160,133 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(zeo_port, tmp_path):
         def upgrade(patch):
             patch.add_field("shopmodels.User", "email", "e")
         '''))
-    db = open_client(zeo_port)
+    db = shop.open()
+    with db.transaction() as conn:
+        stale = dict(bookkeeping(conn.root()).lock)
+    assert f":{holder.pid}:" in stale["owner"]
+    with pytest.raises(LockHeldError):
+        upgrade(db, folder)
+    result = upgrade(db, folder, lock_wait=30)
+    assert result.revisions == ["0001"]
+    with db.transaction() as conn:
+        assert bookkeeping(conn.root()).lock is None
+
+
+WAITING_MIGRATION = '''\
+"""activate products while the application writes to them"""
+
+import os
+import time
+from pathlib import Path
+
+revision = "0001"
+down_revision = None
+SIGNALS = Path(os.environ["DSUSTORE_TEST_SIGNALS"])
+
+
+def upgrade(patch):
+    def activate(old, new, old_ns, new_ns):
+        (SIGNALS / "in-pass").write_text("in the pass")
+        deadline = time.monotonic() + 60
+        while not (SIGNALS / "app-done").exists():  # the first attempt waits for the writes
+            if time.monotonic() > deadline:
+                raise RuntimeError("the application never wrote")
+            time.sleep(0.01)
+        new.active = True
+
+    patch.migrate_instances("shopmodels.Product", activate)
+'''
+
+MIGRATOR = '''
+import json, sys
+from pathlib import Path
+from dsustore import open_db
+from dsustore._runner import upgrade
+
+uri, folder, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+db = open_db(uri)
+try:
+    result = upgrade(db, folder, on_conflict="retry")
+    out.write_text(json.dumps({"revisions": result.revisions,
+                               "attempts": result.migrations[0].report.attempts,
+                               "caught_up": result.migrations[0].report.caught_up}))
+finally:
+    db.close()
+'''
+
+APPLICATION = '''
+import json, sys, time
+from pathlib import Path
+import transaction
+from dsustore import open_db
+
+uri, signals, writes = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+
+def wait_for(name):
+    deadline = time.monotonic() + 60
+    while not (signals / name).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no {name} signal")
+        time.sleep(0.01)
+
+db = open_db(uri)
+tm = transaction.TransactionManager()
+conn = db.open(transaction_manager=tm)
+try:
+    for product in conn.root()["products"].values():
+        product._p_activate()  # held in this client's cache, in the old state
+    tm.abort()
+    wait_for("in-pass")
+    for _ in range(writes):
+        for attempt in tm.attempts(5):
+            with attempt:
+                for product in conn.root()["products"].values():
+                    product.views = getattr(product, "views", 0) + 1
+    (signals / "app-done").write_text("done")
+    wait_for("check")
+    tm.begin()
+    seen = {key: [getattr(p, "active", None), getattr(p, "views", 0)]
+            for key, p in conn.root()["products"].items()}
+    tm.abort()
+    (signals / "app.json").write_text(json.dumps(seen))
+finally:
+    conn.close()
+    db.close()
+'''
+
+
+def test_an_application_writing_during_a_migration_loses_nothing_and_sees_the_result(shop, tmp_path):
+    """The application's writes after the migration began are migrated from their latest state
+    before the commit (no conflict, no rerun); afterwards the application, holding the old
+    objects in its cache, sees the new state."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_activate.py").write_text(WAITING_MIGRATION)
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    env = dict(child_env(), DSUSTORE_TEST_SIGNALS=str(signals))
+    out = tmp_path / "migrator.json"
+    writes = 3
+    app = subprocess.Popen([sys.executable, "-c", APPLICATION, shop.uri, str(signals), str(writes)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    migrator = subprocess.Popen([sys.executable, "-c", MIGRATOR, shop.uri, str(folder), str(out)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        with db.transaction() as conn:
-            stale = dict(bookkeeping(conn.root()).lock)
-        assert f":{holder.pid}:" in stale["owner"]
-        with pytest.raises(LockHeldError):
-            upgrade(db, folder)
-        result = upgrade(db, folder, lock_wait=30)
-        assert result.revisions == ["0001"]
-        with db.transaction() as conn:
-            assert bookkeeping(conn.root()).lock is None
+        _, err = migrator.communicate(timeout=120)
+        assert migrator.returncode == 0, err.decode()
+        (signals / "check").write_text("check")
+        _, err = app.communicate(timeout=120)
+        assert app.returncode == 0, err.decode()
     finally:
-        db.close()
+        for proc in (app, migrator):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    result = json.loads(out.read_text())
+    assert result == {"revisions": ["0001"], "attempts": 1, "caught_up": 3}  # the three products
+    seen_by_app = json.loads((signals / "app.json").read_text())
+    assert seen_by_app == {key: [True, writes] for key in ("p0", "p1", "p2")}
+    db = shop.open()
+    with db.transaction() as conn:
+        assert {key: (p.active, p.views) for key, p in conn.root()["products"].items()} == \
+            {key: (True, writes) for key in ("p0", "p1", "p2")}

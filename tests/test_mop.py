@@ -9,6 +9,7 @@ from shopmodels import Admin, Product, User
 
 import dsustore
 from dsustore import mop
+from dsustore._namespace import last_transaction
 
 
 def test_all_instances_finds_instances_and_subclass_instances(shop_db):
@@ -103,7 +104,7 @@ def test_clone_and_replace_namespace(shop_db):
     assert "flag" not in other.root()
     other.close()
     tid = mop.replace_namespace(clone)
-    assert tid == shop_db.lastTransaction()
+    assert tid == last_transaction(shop_db)
     other = shop_db.open()
     assert other.root()["flag"] is True
     other.close()
