@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ZODB.Connection import Connection, TmpStore
+from ZODB.mvccadapter import MVCCAdapterInstance
 from ZODB.utils import p64, u64
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
@@ -119,6 +120,11 @@ class FrozenStore:
         return self._store.read_at(self.index[oid])
 
 
+#: from this many records on, a commit makes the process's other connections drop
+#: their caches instead of listing every oid for them to invalidate
+FULL_INVALIDATION_AT = 10_000
+
+
 def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
     """Give ``conn`` an appending savepoint storage and a commit that streams it."""
     store = AppendingTmpStore(conn._normal_storage)
@@ -133,11 +139,13 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
         conn._savepoint_storage = None
         try:
             conn._creating.update(src.creating)
-            store_record = conn._storage.store
+            store_record = _record_store(conn._storage, len(src.index))
+            cache = conn._cache
             modified = conn._modified
             read_current = conn._readCurrent
             for oid, serial, data in src.drain():
-                modified.append(oid)
+                if cache.get(oid) is not None:  # its serial is updated, or it is dropped on abort
+                    modified.append(oid)
                 store_record(oid, serial, data, "", transaction)
                 read_current.pop(oid, None)
         finally:
@@ -147,6 +155,35 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
     return store
 
 
+def _record_store(instance: Any, count: int) -> Any:
+    """Where a large commit stores its records, so that memory does not grow per record twice.
+
+    ZODB's MVCC adapter keeps the oid of every stored record, to invalidate it in
+    the process's other connections when the transaction finishes. For a large
+    update that is a second per-record index next to the storage's own; here the
+    records go to the storage underneath, and at the finish the other connections
+    are told to drop their whole cache, which is what ZODB does when it cannot say
+    what changed (a ZEO reconnect). Smaller commits keep the precise path.
+    """
+    if count < FULL_INVALIDATION_AT or not isinstance(instance, MVCCAdapterInstance):
+        return instance.store
+    finish = instance.tpc_finish
+
+    def tpc_finish(transaction: Any, func: Any = lambda tid: None) -> Any:
+        def invalidate_all(tid: bytes) -> None:
+            for other in list(instance._base._instances):
+                if other is not instance:
+                    other._invalidateCache()
+            func(tid)
+
+        instance.__dict__.pop("tpc_finish", None)
+        return finish(transaction, invalidate_all)
+
+    instance.tpc_finish = tpc_finish
+    return instance._storage.store
+
+
 def release(conn: Connection) -> None:
     """Give a pooled connection back its ordinary savepoint commit."""
     conn.__dict__.pop("_commit_savepoint", None)
+    getattr(conn._normal_storage, "__dict__", {}).pop("tpc_finish", None)  # if it never finished

@@ -237,3 +237,22 @@ def test_a_container_cached_before_its_members_class_was_reloaded_can_still_be_w
         conn.close()
     users = reader().root()["users"]
     assert type(users["user1"]) is reloaded and users["user1"].email == "x@example.org"
+
+
+def test_a_large_commit_makes_other_connections_drop_their_caches(shop_db, monkeypatch):
+    """Above FULL_INVALIDATION_AT records the other connections reset their caches instead of
+    being handed every oid; they see the new state all the same."""
+    import dsustore._savepoints
+
+    monkeypatch.setattr(dsustore._savepoints, "FULL_INVALIDATION_AT", 1)
+    tm = transaction.TransactionManager()
+    app = shop_db.open(transaction_manager=tm)
+    assert app.root()["users"]["user1"].name == "user1"
+    tm.abort()  # the connection stays open, its cache full
+    with Patch(shop_db) as patch:
+        patch.rename_field(User, "name", "username")
+    tm.begin()
+    user = app.root()["users"]["user1"]
+    assert user.username == "user1" and "name" not in user.__dict__
+    tm.abort()
+    app.close()
