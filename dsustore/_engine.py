@@ -130,6 +130,8 @@ class MigrationPass(Context):
         self.result = PassResult()
         self._plans: dict[bytes, _Plan] = {}
         self._created: set[str] = set()
+        #: per class met: whether it has its own __setstate__ (to check migrated states with)
+        self._setstate: dict[type, bool] = {}
         #: oids of objects changed through the new namespace (by policies or user code)
         self.flushed: set[bytes] = set()
         self._started = time.monotonic()
@@ -229,12 +231,15 @@ class MigrationPass(Context):
     def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan) -> bytes:
         meta, state = self.codec.decode(data)
         klass = class_of_meta(meta)
-        if issubclass(klass, Broken):
+        custom_setstate = self._setstate.get(klass)
+        if custom_setstate is None and issubclass(klass, Broken):
             raise ClassResolutionError(
                 "the stored class does not import from the current code",
                 class_name=plan.new_name, oid=oid,
                 operation=plan.ops[0].describe() if plan.ops else None,
             )
+        if custom_setstate is None:
+            custom_setstate = self._setstate[klass] = klass.__setstate__ is not Persistent.__setstate__
         inst = StoredInstance(oid, tid, plan.stored_name, klass, meta, state,
                               lambda: self.old_codec.decode(original)[1])
         for op in plan.ops or ():
@@ -252,7 +257,7 @@ class MigrationPass(Context):
             if problem is not None:
                 self.result.promise_failures[f"{op.describe()}: instance {problem}"].append(oid)
         final = inst.final_state()
-        if inst._obj is None and klass.__setstate__ is not Persistent.__setstate__:
+        if custom_setstate and inst._obj is None:
             probe = klass.__new__(klass)
             try:
                 probe.__setstate__(final)

@@ -15,7 +15,7 @@ from typing import Any
 
 from persistent import Persistent
 from ZODB import broken
-from ZODB._compat import PersistentUnpickler
+from ZODB._compat import PersistentUnpickler, Pickler, _protocol
 from ZODB.serialize import ObjectWriter
 
 from ._classes import resolve
@@ -129,6 +129,7 @@ class _StateWriter(ObjectWriter):
         self._renamed = renamed
         self.broken = 0
         self._classes: dict[type, bool] = {}
+        self._metas: dict[Any, bytes] = {}  # the pickled class metadata, per class
 
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) in _PLAIN:  # most of a state: skip ZODB's checks
@@ -166,4 +167,55 @@ class _StateWriter(ObjectWriter):
         return known
 
     def dump(self, classmeta: Any, state: Any) -> bytes:
-        return self._dump(classmeta, state)
+        if not _is_plain(state):
+            return self._dump(classmeta, state)
+        # A state of plain values has no persistent references: it is pickled
+        # without asking persistent_id about every value, the costliest part of
+        # writing a record. (Each pickle of a record keeps its own memo entries.)
+        meta = self._metas.get(classmeta) if type(classmeta) is not tuple or \
+            classmeta[1] is None else None
+        if meta is None:
+            file, pickler = self._file, self._p
+            file.seek(0)
+            pickler.clear_memo()
+            pickler.dump(classmeta)
+            file.truncate()
+            meta = file.getvalue()
+            if type(classmeta) is not tuple or classmeta[1] is None:
+                self._metas[classmeta] = meta
+        plain, plain_file = self._plain
+        plain_file.seek(0)
+        plain.clear_memo()
+        plain.dump(state)
+        plain_file.truncate()
+        return meta + plain_file.getvalue()
+
+    @property
+    def _plain(self) -> tuple[Any, BytesIO]:
+        found = self.__dict__.get("_plain_pickler")
+        if found is None:
+            plain_file = BytesIO()
+            found = self.__dict__["_plain_pickler"] = (Pickler(plain_file, _protocol), plain_file)
+        return found
+
+
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _is_plain(state: Any) -> bool:
+    """Whether a state is a dict of scalars and of lists or tuples of scalars."""
+    if type(state) is not dict:
+        return False
+    scalars = _SCALARS
+    for key, value in state.items():
+        if type(key) is not str:
+            return False
+        kind = type(value)
+        if kind in scalars:
+            continue
+        if kind is not list and kind is not tuple:
+            return False
+        for item in value:
+            if type(item) not in scalars:
+                return False
+    return True

@@ -10,6 +10,7 @@ ZODB's own path.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from ZODB.mvccadapter import MVCCAdapterInstance
 from ZODB.utils import p64, u64
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
+_HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
 
 
 class AppendingTmpStore(TmpStore):
@@ -41,16 +43,21 @@ class AppendingTmpStore(TmpStore):
             self._at_end = True
         if serial is None:
             serial = b"\0" * 8
-        if _BLOB_KEY in data[:40]:
+        if data.find(_BLOB_KEY, 0, 40) >= 0:
             self.has_blobs = True
-        header = p64(len(oid)) + oid + serial + p64(len(data))
-        self._file.write(header)
-        self._file.write(data)
-        previous = self.index.get(oid)
+        if len(oid) == 8 and len(serial) == 8:
+            header = _HEADER.pack(8, oid, serial, len(data))
+        else:
+            header = p64(len(oid)) + oid + serial + p64(len(data))
+        write = self._file.write
+        write(header)
+        write(data)
+        index = self.index
+        previous = index.get(oid)
         if previous is not None:
             self.superseded.add(previous)
-        self.index[oid] = self.position
-        self.position += len(header) + len(data)
+        index[oid] = position = self.position
+        self.position = position + len(header) + len(data)
         return serial
 
     def storeBlob(self, *args: Any, **kw: Any) -> None:  # noqa: N802 (ZODB's name)
