@@ -7,6 +7,7 @@ import threading
 import pytest
 import shopmodels
 import transaction
+from backends import SHARED_KINDS
 from shopmodels import User
 
 import dsustore
@@ -72,6 +73,32 @@ def test_object_created_during_the_update_is_migrated_too(shop_db, reader):
     with Patch(shop_db) as patch:
         patch.migrate_instances(User, policy)
     assert reader().root()["users"]["late"].email == "late@example.org"
+
+
+@pytest.mark.parametrize("storage_kind", SHARED_KINDS)
+def test_another_client_writing_during_the_pass_is_caught_up_in_one_attempt(
+        shop_db, backend, reader):
+    """Another client (its own DB, as another process has) changes an object the pass has
+    migrated and adds an old-shaped one while the pass runs: the patch lists those
+    changes, migrates them from their latest state and commits at the first attempt."""
+    other = backend.open()
+
+    def change(root):
+        root["users"]["user1"].password = "changed meanwhile"
+        root["users"]["late"] = User("late", "pw")
+
+    def policy(old, new, old_ns, new_ns):
+        if old.name == "user2":  # user1 was migrated already
+            _commit_elsewhere(other, change)
+        new.email = old.name + "@example.org"
+
+    with Patch(shop_db, on_conflict="fail") as patch:
+        patch.migrate_instances(User, policy)
+    assert (patch.report.attempts, patch.report.caught_up) == (1, 2)  # user1 and late
+    users = reader().root()["users"]
+    assert users["user1"].password == "changed meanwhile"
+    assert users["late"].email == "late@example.org"
+    assert all(u.email == u.name + "@example.org" for u in users.values())
 
 
 def _conflicting_policy(shop_db, rounds):
