@@ -188,6 +188,43 @@ def test_old_namespace_shows_the_pre_update_state(shop_db):
     assert seen == [("user1", False, "user1")] * 3
 
 
+def _change_p0_and_the_root(root):
+    root["products"]["p0"].title = "changed meanwhile"
+    root["late"] = True
+
+
+def test_old_namespace_shows_objects_changed_meanwhile_as_they_were(shop_db, reader):
+    """Another transaction changes objects after the patch began: every stage's old
+    namespace still shows them as they were, also on a history-free storage (which keeps
+    no older state to load), and the patch commits at the first attempt."""
+    seen = []
+
+    def look(stage, old_ns):
+        seen.append((stage, old_ns.root["products"]["p0"].title, "late" in old_ns.root))
+
+    def first(old, new, old_ns, new_ns):
+        if old.name == "user1":
+            _commit_elsewhere(shop_db, _change_p0_and_the_root)
+        elif old.name == "user2":
+            look("first", old_ns)
+        new.email = old.name + "@example.org"
+
+    def second(old, new, old_ns, new_ns):
+        if old.name == "user2":
+            look("second", old_ns)
+        new.greeted = True
+
+    patch = Patch(shop_db, on_conflict="fail")
+    patch.stage("0001", lambda p: p.migrate_instances(User, first))
+    patch.stage("0002", lambda p: p.migrate_instances(User, second))
+    patch.begin()
+    assert patch.commit().attempts == 1
+    assert seen == [("first", "product 0", False), ("second", "product 0", False)]
+    root = reader().root()
+    assert root["products"]["p0"].title == "changed meanwhile" and root["late"] is True
+    assert all(u.email == u.name + "@example.org" and u.greeted for u in root["users"].values())
+
+
 def test_old_object_is_read_only(shop_db, unchanged):
     """Writing to the old view raises ReadOnlyStateError and rolls the update back."""
     before = unchanged(shop_db)
