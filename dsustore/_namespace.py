@@ -3,7 +3,9 @@
 The paper's namespace holds every global object of the application; in ZODB that is
 the root mapping and everything reachable from it, seen through one Connection. The
 namespace being built is the patch's own connection; the old one is a historical
-connection fixed at the transaction the update started from.
+connection fixed at the transaction the update started from. A history-free storage
+keeps no older states to serve it, so there the old one reads through the patch
+connection's own snapshot, which is that transaction (:func:`read_at_snapshot`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from ZODB.interfaces import IMVCCStorage
 from ZODB.utils import p64, tid_repr, u64
 
-from ._scan import last_committed
+from ._scan import _keeps_history, last_committed
 
 
 class Namespace:
@@ -76,11 +78,21 @@ def committed_tid(connection: Any) -> bytes:
     return ltid or connection.db().lastTransaction()
 
 
-class _OverlaidStorage:
+class _StorageLayer:
+    """A connection's storage with its loads answered another way; the rest passes through."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+class _OverlaidStorage(_StorageLayer):
     """A connection's storage whose loads read a frozen savepoint store first."""
 
     def __init__(self, storage: Any, frozen: Any) -> None:
-        self._storage = storage
+        super().__init__(storage)
         self._frozen = frozen
 
     def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
@@ -88,8 +100,30 @@ class _OverlaidStorage:
             return self._frozen.load(oid)
         return self._storage.load(oid)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._storage, name)
+
+class _SnapshotStorage(_StorageLayer):
+    """A historical connection's storage whose loads read another storage instance's snapshot."""
+
+    def __init__(self, storage: Any, snapshot: Any) -> None:
+        super().__init__(storage)
+        self._snapshot = snapshot
+
+    def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
+        return self._snapshot.load(oid)
+
+
+def read_at_snapshot(connection: Any, view: Any) -> None:
+    """Make a historical ``connection`` on a history-free storage load through ``view``.
+
+    ``view`` is an open connection whose snapshot is the historical one's tid. A
+    history-free storage has no state older than the current one, so the historical
+    connection fails with ``POSKeyError`` on any object written after its tid; an
+    open RelStorage connection reads as of the snapshot it polled until its
+    transaction ends (the scan relies on the same). Other storages are left alone.
+    """
+    snapshot = view._normal_storage
+    if not _keeps_history(snapshot):
+        connection._storage = _SnapshotStorage(connection._storage, snapshot)
 
 
 def overlay(connection: Any, frozen: Any) -> None:
@@ -102,7 +136,7 @@ def overlay(connection: Any, frozen: Any) -> None:
 
 
 def remove_overlay(connection: Any) -> None:
-    """Undo :func:`overlay` before the connection goes back to its pool."""
-    storage = connection._storage
-    if isinstance(storage, _OverlaidStorage):
-        connection._storage = storage._storage
+    """Undo :func:`overlay` and :func:`read_at_snapshot` before the connection goes back to
+    its pool."""
+    while isinstance(connection._storage, _StorageLayer):
+        connection._storage = connection._storage._storage

@@ -29,6 +29,8 @@ from ZODB.fsIndex import fsIndex
 from ZODB.interfaces import IMVCCStorage
 from ZODB.utils import p64, u64, z64
 
+from ._capacity import _postgresql_adapter
+
 Record = tuple[bytes, bytes, bytes]  # (oid, tid, data)
 
 
@@ -239,11 +241,16 @@ def _iterator_records(storage: Any, at: bytes) -> Iterator[Record]:
 def changed_since(storage: object, tid: bytes) -> list[bytes] | None:
     """Oids of the objects transactions after ``tid`` wrote, or None if the storage cannot say.
 
-    Read from the storage's transaction iterator, which every history-keeping
-    storage offers; it costs a read of only the transactions after ``tid``.
+    RelStorage on PostgreSQL answers with one SQL query (:func:`_relstorage_changed`);
+    other storages are read from their transaction iterator, which every
+    history-keeping storage offers, at the cost of a read of only the transactions
+    after ``tid``.
     """
     if last_committed(storage) == tid:
         return []
+    listed = _relstorage_changed(storage, tid)
+    if listed is not None:
+        return listed
     iterate = getattr(storage, "iterator", None)
     if iterate is None:
         return None
@@ -261,3 +268,27 @@ def changed_since(storage: object, tid: bytes) -> list[bytes] | None:
         if close is not None:
             close()
     return list(oids)
+
+
+#: the objects written after a tid, from the table that holds each mode's current states
+_CHANGED_SQL = {
+    True: "SELECT zoid FROM current_object WHERE tid > %s",  # history-preserving
+    False: "SELECT zoid FROM object_state WHERE tid > %s",  # history-free
+}
+
+
+def _relstorage_changed(storage: Any, tid: bytes) -> list[bytes] | None:
+    """Oids written after ``tid`` on RelStorage over PostgreSQL; None for other storages.
+
+    One query over an index on ``tid``, where the transaction iterator takes one
+    per transaction (a history-free database has no transaction table: its
+    iterator is rebuilt from the tids of the current states). It runs on the
+    load connection of ``storage``, which :func:`last_committed` has just polled:
+    the snapshot its ``load`` reads, so each oid listed loads as last written.
+    """
+    adapter = _postgresql_adapter(storage)
+    if adapter is None:
+        return None
+    cursor = storage._load_connection.cursor
+    cursor.execute(_CHANGED_SQL[bool(adapter.keep_history)], (u64(tid),))
+    return [p64(zoid) for (zoid,) in cursor.fetchall()]

@@ -27,7 +27,8 @@ from ZODB.utils import tid_repr
 from ._capacity import check_lock_capacity
 from ._classes import ClassRef, dotted_name
 from ._engine import MigrationPass, Progress, catch_up
-from ._namespace import Namespace, committed_tid, overlay, remove_overlay, snapshot_tid
+from ._namespace import (Namespace, committed_tid, overlay, read_at_snapshot, remove_overlay,
+                         snapshot_tid)
 from ._operations import (
     AddClass,
     AddField,
@@ -396,6 +397,7 @@ class Patch:
         if self.db.historical_pool.size < wanted:
             self.db.setHistoricalPoolSize(wanted)
         conn = self.db.open(transaction_manager=tm, at=self._at)
+        read_at_snapshot(conn, self._conn)  # a history-free storage keeps no older states
         if code_versions_active(self.db):
             conn._resetCache()
         return tm, conn

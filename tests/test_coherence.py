@@ -7,6 +7,7 @@ import threading
 import pytest
 import shopmodels
 import transaction
+from backends import SHARED_KINDS
 from shopmodels import User
 
 import dsustore
@@ -72,6 +73,32 @@ def test_object_created_during_the_update_is_migrated_too(shop_db, reader):
     with Patch(shop_db) as patch:
         patch.migrate_instances(User, policy)
     assert reader().root()["users"]["late"].email == "late@example.org"
+
+
+@pytest.mark.parametrize("storage_kind", SHARED_KINDS)
+def test_another_client_writing_during_the_pass_is_caught_up_in_one_attempt(
+        shop_db, backend, reader):
+    """Another client (its own DB, as another process has) changes an object the pass has
+    migrated and adds an old-shaped one while the pass runs: the patch lists those
+    changes, migrates them from their latest state and commits at the first attempt."""
+    other = backend.open()
+
+    def change(root):
+        root["users"]["user1"].password = "changed meanwhile"
+        root["users"]["late"] = User("late", "pw")
+
+    def policy(old, new, old_ns, new_ns):
+        if old.name == "user2":  # user1 was migrated already
+            _commit_elsewhere(other, change)
+        new.email = old.name + "@example.org"
+
+    with Patch(shop_db, on_conflict="fail") as patch:
+        patch.migrate_instances(User, policy)
+    assert (patch.report.attempts, patch.report.caught_up) == (1, 2)  # user1 and late
+    users = reader().root()["users"]
+    assert users["user1"].password == "changed meanwhile"
+    assert users["late"].email == "late@example.org"
+    assert all(u.email == u.name + "@example.org" for u in users.values())
 
 
 def _conflicting_policy(shop_db, rounds):
@@ -159,6 +186,43 @@ def test_old_namespace_shows_the_pre_update_state(shop_db):
         patch.rename_field(User, "name", "username")
         patch.migrate_instances(shopmodels.Product, policy)
     assert seen == [("user1", False, "user1")] * 3
+
+
+def _change_p0_and_the_root(root):
+    root["products"]["p0"].title = "changed meanwhile"
+    root["late"] = True
+
+
+def test_old_namespace_shows_objects_changed_meanwhile_as_they_were(shop_db, reader):
+    """Another transaction changes objects after the patch began: every stage's old
+    namespace still shows them as they were, also on a history-free storage (which keeps
+    no older state to load), and the patch commits at the first attempt."""
+    seen = []
+
+    def look(stage, old_ns):
+        seen.append((stage, old_ns.root["products"]["p0"].title, "late" in old_ns.root))
+
+    def first(old, new, old_ns, new_ns):
+        if old.name == "user1":
+            _commit_elsewhere(shop_db, _change_p0_and_the_root)
+        elif old.name == "user2":
+            look("first", old_ns)
+        new.email = old.name + "@example.org"
+
+    def second(old, new, old_ns, new_ns):
+        if old.name == "user2":
+            look("second", old_ns)
+        new.greeted = True
+
+    patch = Patch(shop_db, on_conflict="fail")
+    patch.stage("0001", lambda p: p.migrate_instances(User, first))
+    patch.stage("0002", lambda p: p.migrate_instances(User, second))
+    patch.begin()
+    assert patch.commit().attempts == 1
+    assert seen == [("first", "product 0", False), ("second", "product 0", False)]
+    root = reader().root()
+    assert root["products"]["p0"].title == "changed meanwhile" and root["late"] is True
+    assert all(u.email == u.name + "@example.org" and u.greeted for u in root["users"].values())
 
 
 def test_old_object_is_read_only(shop_db, unchanged):

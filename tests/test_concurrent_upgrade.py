@@ -1,7 +1,9 @@
 """Real client processes sharing one database: behind a ZEO server, and on RelStorage.
 
 Two migrators at once apply a migration exactly once; an application process
-writing during a migration loses no update, and sees the new state afterwards.
+writing during a migration loses no update, and sees the new state afterwards; a
+client whose code is older than the database refuses to write until it has the
+new code.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 import shopmodels
 from backends import SHARED_KINDS
+from dsustore import mop
 from dsustore._bookkeeping import applied_revisions, bookkeeping
 from dsustore._lock import LockHeldError
 from dsustore._runner import upgrade
@@ -290,3 +293,146 @@ def test_an_application_writing_during_a_migration_loses_nothing_and_sees_the_re
     with db.transaction() as conn:
         assert {key: (p.active, p.views) for key, p in conn.root()["products"].items()} == \
             {key: (True, writes) for key in ("p0", "p1", "p2")}
+
+
+EMAIL_MIGRATION = '''\
+"""users get an email address"""
+revision = "0001"
+down_revision = None
+
+
+def upgrade(patch):
+    patch.add_field("shopmodels.User", "email", "")
+'''
+
+STOCK_MIGRATION = '''\
+"""products count their stock"""
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade(patch):
+    patch.add_field("shopmodels.Product", "stock", 0)
+'''
+
+STALE_CLIENT = '''
+import json, sys, time
+from pathlib import Path
+import transaction
+from ZODB.POSException import ConflictError
+from shopmodels import Product
+from dsustore import StaleCodeError, guard_stale_code, open_db
+
+uri, signals = sys.argv[1], Path(sys.argv[2])
+
+def wait_for(name):
+    deadline = time.monotonic() + 60
+    while not (signals / name).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no {name} signal")
+        time.sleep(0.01)
+
+def outcome(tm):
+    try:
+        tm.commit()
+        return {"result": "committed"}
+    except StaleCodeError as err:
+        tm.abort()
+        return {"result": "StaleCodeError", "unknown": list(err.unknown)}
+    except ConflictError as err:
+        tm.abort()
+        return {"result": "ConflictError", "oid": err.oid.hex() if err.oid else None}
+
+def add(tm, conn, key, **fields):
+    tm.begin()
+    product = Product(key, 1.0)
+    product.__dict__.update(fields)
+    conn.root()["products"][key] = product
+
+db = open_db(uri)
+guard = guard_stale_code(db, {"0001"})  # the code of this process knows only 0001
+tm = transaction.TransactionManager(explicit=True)
+conn = db.open(transaction_manager=tm)
+seen = {}
+try:
+    add(tm, conn, "before")
+    seen["before"] = outcome(tm)
+    add(tm, conn, "straddling")  # begun before the upgrade, committed after it
+    (signals / "began").write_text("began")
+    wait_for("upgraded")
+    seen["straddling"] = outcome(tm)
+    add(tm, conn, "straddling")  # the retry, on the upgraded database
+    seen["retried"] = outcome(tm)
+    tm.begin()
+    conn.root()["products"]["p0"].title = "written by the old code"
+    seen["changed"] = outcome(tm)
+    tm.begin()
+    seen["read"] = {key: [p.title, getattr(p, "stock", None)]
+                    for key, p in conn.root()["products"].items()}
+    tm.abort()
+    guard.allow({"0001", "0002"})  # the process has loaded the new code
+    add(tm, conn, "after", stock=5)
+    seen["after"] = outcome(tm)
+    seen["refused"] = guard.refused
+    (signals / "client.json").write_text(json.dumps(seen))
+finally:
+    conn.close()
+    db.close()
+'''
+
+
+def _upgrade_in_a_process(uri: str, folder: Path, out: Path) -> dict:
+    """Run MIGRATOR in a process of its own; what it reports."""
+    done = subprocess.run([sys.executable, "-c", MIGRATOR, uri, str(folder), str(out)],
+                          env=child_env(), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(out.read_text())
+
+
+def test_a_client_on_older_code_refuses_to_write_until_it_has_the_new_code(shop, tmp_path):
+    """A running client that knows only 0001 wrote before another process applied 0002;
+    afterwards its writes are refused (StaleCodeError naming 0002, or a conflict on the
+    bookkeeping for a write begun before the upgrade) while its reads work, nothing
+    old-shaped is stored, no committed write is lost, and once it has the new code it
+    writes again."""
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_email.py").write_text(EMAIL_MIGRATION)
+    db = shop.open()
+    assert upgrade(db, folder, snapshot=False).revisions == ["0001"]
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    client = subprocess.Popen([sys.executable, "-c", STALE_CLIENT, shop.uri, str(signals)],
+                              env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (signals / "began").exists() or client.poll() is not None, 60,
+                 "the stale client")
+        assert client.poll() is None, client.communicate()[1].decode()
+        (folder / "0002_stock.py").write_text(STOCK_MIGRATION)
+        upgraded = _upgrade_in_a_process(shop.uri, folder, tmp_path / "migrator.json")
+        assert upgraded["revisions"] == ["0002"]
+        (signals / "upgraded").write_text("upgraded")
+        _, err = client.communicate(timeout=120)
+        assert client.returncode == 0, err.decode()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    seen = json.loads((signals / "client.json").read_text())
+    with db.transaction() as conn:
+        bookkeeping_oid = bookkeeping(conn.root())._p_oid.hex()
+    refused = {"result": "StaleCodeError", "unknown": ["0002"]}
+    assert seen["before"] == {"result": "committed"}
+    assert seen["straddling"] == {"result": "ConflictError", "oid": bookkeeping_oid}
+    assert seen["retried"] == refused and seen["changed"] == refused
+    assert seen["read"] == {"p0": ["product 0", 0], "p1": ["product 1", 0],
+                            "p2": ["product 2", 0], "before": ["before", 0]}
+    assert seen["after"] == {"result": "committed"} and seen["refused"] == 2
+    with db.transaction() as conn:
+        products = conn.root()["products"]
+        assert {key: (p.title, p.stock) for key, p in products.items()} == {
+            "p0": ("product 0", 0), "p1": ("product 1", 0), "p2": ("product 2", 0),
+            "before": ("before", 0), "after": ("after", 5)}
+        stored = list(mop.all_instances(conn, shopmodels.Product))
+        assert len(stored) == 5 and all("stock" in p.__dict__ for p in stored)
+    assert applied_revisions(db) == {"0001", "0002"}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import transaction
 
 import shopmodels
 from dsustore import mop
 from dsustore._namespace import last_transaction, snapshot_tid
-from dsustore._scan import current_records
+from dsustore._scan import changed_since, current_records
 
 
 def test_an_empty_storage_scans_as_empty(backend):
@@ -64,3 +65,44 @@ def test_a_scan_gives_the_state_as_of_the_connection_it_serves(db):
     finally:
         tm.abort()
         early.close()
+
+
+def _change_a_user_and_add_a_product(db) -> set[bytes]:
+    """Commit one change and one new object; the oids that transaction wrote."""
+    with db.transaction() as conn:
+        root = conn.root()
+        root["users"]["user1"].name = "renamed"
+        product = root["products"]["late"] = shopmodels.Product("late", 1.0)
+    return {root["users"]["user1"]._p_oid, root["products"]._p_oid, product._p_oid}
+
+
+def test_changed_since_lists_what_later_transactions_wrote(backend):
+    """The objects written after a transaction, created ones included, as another client
+    committed them; nothing written at or before it."""
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    since = last_transaction(db)
+    writer = backend.open() if backend.shared else db
+    written = _change_a_user_and_add_a_product(writer)
+    with writer.transaction() as conn:
+        conn.root()["products"]["p0"].title = "changed again"
+        written.add(conn.root()["products"]["p0"]._p_oid)
+    assert sorted(changed_since(db.storage, since)) == sorted(written)
+    assert changed_since(db.storage, last_transaction(db)) == []
+
+
+@pytest.mark.parametrize("storage_kind", ["relstorage-hp", "relstorage-hf"])
+def test_changed_since_asks_relstorage_without_walking_transactions(backend, monkeypatch):
+    """On RelStorage the changes come from one query, not the transaction iterator."""
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    since = last_transaction(db)
+    written = _change_a_user_and_add_a_product(backend.open())
+
+    def no_iterator(*args, **kwargs):
+        raise AssertionError("changed_since walked the transaction iterator")
+
+    monkeypatch.setattr(db.storage, "iterator", no_iterator)
+    assert sorted(changed_since(db.storage, since)) == sorted(written)
