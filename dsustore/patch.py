@@ -82,15 +82,19 @@ class StageReport:
         return sum(self.migrated.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "operations": list(self.operations),
-            "migrated": dict(self.migrated),
-            "references_rewritten": self.references_rewritten,
-            "scanned": self.scanned,
-            "validations": list(self.validations),
-            "unreferenced_removed": dict(self.unreferenced_removed),
-        }
+        return {"label": self.label, **_figures(self)}
+
+
+def _figures(report: StageReport | PatchReport) -> dict[str, Any]:
+    """What a stage or a whole patch did, JSON-ready."""
+    return {
+        "operations": list(report.operations),
+        "migrated": dict(report.migrated),
+        "references_rewritten": report.references_rewritten,
+        "scanned": report.scanned,
+        "validations": list(report.validations),
+        "unreferenced_removed": dict(report.unreferenced_removed),
+    }
 
 
 @dataclass
@@ -144,12 +148,7 @@ class PatchReport:
             "dry_run": self.dry_run,
             "tid_before": self.tid_before,
             "tid_after": self.tid_after,
-            "operations": list(self.operations),
-            "migrated": dict(self.migrated),
-            "references_rewritten": self.references_rewritten,
-            "scanned": self.scanned,
-            "validations": list(self.validations),
-            "unreferenced_removed": dict(self.unreferenced_removed),
+            **_figures(self),
             "duration": round(self.duration, 3),
             "attempts": self.attempts,
             "caught_up": self.caught_up,
