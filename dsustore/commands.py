@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ZODB.FileStorage import FileStorage
 from ZODB.serialize import referencesf
 from ZODB.utils import u64
 
@@ -187,26 +188,39 @@ def scan(db: Any) -> dict[str, Any]:
 
 
 def verify(db: Any) -> dict[str, Any]:
-    """Whole-database checks: records whose class does not import, references to missing oids."""
+    """Whole-database checks: records whose class does not import, references to missing oids.
+
+    A FileStorage answers "does this oid exist" from the index it keeps in memory
+    anyway, so the walk streams; other storages are checked against the set of
+    oids the walk has seen, which grows with the database.
+    """
     storage = db.storage
+    index = getattr(storage, "_index", None) if isinstance(storage, FileStorage) else None
     known: set[bytes] = set()
     referenced: dict[bytes, bytes] = {}
+    dangling: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
     broken: list[dict[str, str]] = []
     resolved: dict[str, bool] = {}
+    objects = 0
     for oid, _tid, data in current_records(storage):
-        known.add(oid)
+        objects += 1
         name = class_name_of(data)
         counts[name] += 1
         if name not in resolved:
             resolved[name] = resolve(name) is not None
         if not resolved[name]:
             broken.append({"oid": _hex(oid), "class": name})
+        if index is not None:
+            dangling.extend({"oid": _hex(ref), "referenced_by": _hex(oid)}
+                            for ref in referencesf(data) if ref not in index)
+            continue
+        known.add(oid)
         for ref in referencesf(data):
             referenced.setdefault(ref, oid)
-    dangling = [{"oid": _hex(ref), "referenced_by": _hex(holder)}
-                for ref, holder in sorted(referenced.items()) if ref not in known]
-    return {"ok": not broken and not dangling, "objects": len(known),
+    dangling += [{"oid": _hex(ref), "referenced_by": _hex(holder)}
+                 for ref, holder in sorted(referenced.items()) if ref not in known]
+    return {"ok": not broken and not dangling, "objects": objects,
             "classes": dict(sorted(counts.items())), "broken": broken, "dangling": dangling}
 
 

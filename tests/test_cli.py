@@ -309,3 +309,32 @@ def test_upgrade_one_transaction_applies_all_in_one_commit_and_names_the_snapsho
             assert user.email == "nobody@example.com" and user.active is True
     finally:
         db.close()
+
+
+def test_verify_reports_a_reference_to_a_missing_object(db):
+    """A record that references an oid no record has is reported with its holder."""
+    from io import BytesIO
+
+    from persistent.mapping import PersistentMapping
+    from ZODB.Connection import TransactionMetaData
+    from ZODB._compat import PersistentPickler, _protocol
+
+    from dsustore import commands
+
+    with db.transaction() as conn:
+        conn.root()["holder"] = holder = PersistentMapping()
+    missing = b"\0" * 7 + b"\x77"
+    out = BytesIO()
+    pickler = PersistentPickler(lambda obj: (missing, PersistentMapping) if obj == "ref" else None,
+                                out, _protocol)
+    pickler.dump(PersistentMapping)
+    pickler.dump({"data": {"gone": "ref"}})
+    storage = db.storage
+    txn = TransactionMetaData()
+    storage.tpc_begin(txn)
+    storage.store(holder._p_oid, holder._p_serial, out.getvalue(), "", txn)
+    storage.tpc_vote(txn)
+    storage.tpc_finish(txn)
+    report = commands.verify(db)
+    assert report["ok"] is False
+    assert report["dangling"] == [{"oid": "0x77", "referenced_by": commands._hex(holder._p_oid)}]
