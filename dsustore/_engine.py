@@ -33,7 +33,7 @@ from ._instance import StoredInstance
 from ._operations import Context, Operation, RemoveClass, RenameClass, matches
 from ._record import RecordCodec, class_key, class_name_of, class_of_meta, key_of
 from ._savepoints import FrozenStore
-from ._scan import current_records
+from ._scan import ScanSpool, current_records
 from .errors import (
     ClassResolutionError,
     DSUError,
@@ -103,7 +103,7 @@ class MigrationPass(Context):
                  old_ns: Any, new_ns: Any, operations: list[Operation], batch_size: int,
                  progress: Callable[[Progress], None] | None, frozen: FrozenStore | None = None,
                  label: str | None = None, old_renames: dict[tuple[str, str], tuple[str, str]]
-                 | None = None) -> None:
+                 | None = None, spool: ScanSpool | None = None) -> None:
         self.storage = storage
         self.conn = connection
         self.old_conn = old_connection
@@ -113,6 +113,7 @@ class MigrationPass(Context):
         self.batch_size = batch_size
         self.progress = progress
         self.frozen = frozen
+        self.spool = spool
         self.phase = f"migrate {label}" if label else "migrate"
         self.operations = [op for op in operations if op.per_instance]
         self.renames = {
@@ -182,7 +183,14 @@ class MigrationPass(Context):
     def _records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
         """Every record as this stage starts from it: stored, or as earlier stages left it."""
         frozen = self.frozen
-        for oid, tid, data in current_records(self.storage, at=self.at, view=self.conn):
+        spool = self.spool
+        if spool is not None and spool.complete:
+            records = spool.replay()
+        else:
+            records = current_records(self.storage, at=self.at, view=self.conn)
+            if spool is not None:
+                records = spool.keep(records)
+        for oid, tid, data in records:
             if frozen is not None and oid in frozen:
                 data, tid = frozen.load(oid)
             yield oid, tid, data

@@ -20,6 +20,7 @@ database as of an earlier transaction.
 from __future__ import annotations
 
 import struct
+import tempfile
 
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -292,3 +293,44 @@ def _relstorage_changed(storage: Any, tid: bytes) -> list[bytes] | None:
     cursor = storage._load_connection.cursor
     cursor.execute(_CHANGED_SQL[bool(adapter.keep_history)], (u64(tid),))
     return [p64(zoid) for (zoid,) in cursor.fetchall()]
+
+
+class ScanSpool:
+    """The records of one scan kept in a temporary file, for the later stages of a patch.
+
+    On ZEO every record a scan reads is a round trip to the server; a patch in
+    several stages would pay that once per stage. The first stage's scan is
+    written here as it goes, and the later stages read it back from local disk
+    (all stages read the database as of the same transaction).
+    """
+
+    _HEADER = struct.Struct(">8s8sQ")  # oid, tid, data length
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="dsustore-scan")
+        self.complete = False
+
+    def keep(self, records: Iterator[Record]) -> Iterator[Record]:
+        """Yield ``records``, writing each down; complete once they are all read."""
+        write, pack = self._file.write, self._HEADER.pack
+        for oid, tid, data in records:
+            write(pack(oid, tid, len(data)))
+            write(data)
+            yield oid, tid, data
+        self.complete = True
+
+    def replay(self) -> Iterator[Record]:
+        """The records kept, in the order they were read."""
+        file = self._file
+        file.flush()
+        file.seek(0)
+        read, unpack, size = file.read, self._HEADER.unpack, self._HEADER.size
+        while True:
+            header = read(size)
+            if len(header) < size:
+                return
+            oid, tid, length = unpack(header)
+            yield oid, tid, read(length)
+
+    def close(self) -> None:
+        self._file.close()

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import transaction as transaction_module
 from transaction.interfaces import NoTransaction
+from ZODB.FileStorage import FileStorage
 from ZODB.POSException import ConflictError
 from ZODB.utils import tid_repr
 
@@ -43,7 +44,7 @@ from ._operations import (
 )
 from ._savepoints import release, use_appending_savepoints
 from ._code import code_versions_active
-from ._scan import changed_since, last_committed
+from ._scan import ScanSpool, changed_since, last_committed
 from ._swap import swap_live_objects
 from .errors import (
     DSUError,
@@ -59,6 +60,10 @@ log = logging.getLogger(__name__)
 
 #: the transaction extension key that marks a transaction as written by dsustore
 TRANSACTION_MARK = "dsustore"
+#: catch-up rounds before the commit gate closes, and how few objects a round may
+#: migrate for the next one to be the last (inside the gate)
+CATCH_UP_ROUNDS = 8
+CATCH_UP_ENOUGH = 100
 
 
 @dataclass
@@ -441,16 +446,23 @@ class Patch:
         txn.savepoint(optimistic=True)  # from here on, writes go to the savepoint storage
         passes: list[MigrationPass] = []
         stages: list[StageReport] = []
-        for number, stage in enumerate(self._stages):
-            if number == 0 and not stage.operations and len(self._stages) > 1:
-                continue  # only staged work: no pass for the empty first stage
-            self.failed_stage = stage.label
-            try:
-                stages.append(self._run_stage(stage, passes))
-            except DSUError as err:
-                if stage.label is not None and err.migration is None:
-                    err.with_migration(stage.label)
-                raise
+        to_run = [stage for number, stage in enumerate(self._stages)
+                  if number > 0 or stage.operations or len(self._stages) == 1]
+        # later stages read the first one's scan from disk, where a scan costs round trips
+        spool = ScanSpool() if len(to_run) > 1 and not isinstance(self.db.storage, FileStorage) \
+            else None
+        try:
+            for stage in to_run:
+                self.failed_stage = stage.label
+                try:
+                    stages.append(self._run_stage(stage, passes, spool))
+                except DSUError as err:
+                    if stage.label is not None and err.migration is None:
+                        err.with_migration(stage.label)
+                    raise
+        finally:
+            if spool is not None:
+                spool.close()
         self.failed_stage = None
         report = PatchReport.of_stages(
             stages, committed=False, dry_run=self.dry_run, tid_before=tid_repr(self._at),
@@ -471,8 +483,14 @@ class Patch:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         })
-        # catch up once while the application runs, then, with it held, on what is left
-        caught_up, since = self._catch_up(passes, user_changed, self._at)
+        # catch up while the application runs, until little arrives during a round; then,
+        # with the application held, on what is left
+        caught_up, since = 0, self._at
+        for _round in range(CATCH_UP_ROUNDS):
+            count, since = self._catch_up(passes, user_changed, since)
+            caught_up += count
+            if count <= CATCH_UP_ENOUGH:
+                break
         with (self.commit_gate() if self.commit_gate else nullcontext()):
             report.caught_up = caught_up + self._catch_up(passes, user_changed, since)[0]
             passes.clear()
@@ -491,7 +509,8 @@ class Patch:
                  report.objects_migrated, report.duration)
         return report
 
-    def _run_stage(self, stage: _Stage, passes: list[MigrationPass]) -> StageReport:
+    def _run_stage(self, stage: _Stage, passes: list[MigrationPass],
+                   spool: ScanSpool | None = None) -> StageReport:
         """One pass over the database for the stage's operations, then its validations."""
         conn = self._conn
         frozen = None
@@ -516,7 +535,7 @@ class Patch:
             storage=self.db.storage, connection=conn, old_connection=self._old_ns.connection,
             at=self._at, old_ns=self._old_ns, new_ns=self._new_ns,
             operations=stage.operations, batch_size=self.batch_size, progress=self.progress,
-            frozen=frozen, label=stage.label, old_renames=earlier_renames,
+            frozen=frozen, label=stage.label, old_renames=earlier_renames, spool=spool,
         )
         for op in stage.operations:
             try:

@@ -12,6 +12,9 @@
    snapshot the update took;
 5. restores that snapshot into a copy of the database and shows the old data back.
 
+``--db zeo://HOST:PORT`` runs it against a ZEO server instead (an empty database);
+the restore then happens in that database itself, after the server process stops.
+
 Every number printed is measured in the run. Exit status 0 only when no request
 failed and the restore brought release 1's data back.
 """
@@ -29,11 +32,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ZODB import DB
+from ZODB.FileStorage import FileStorage
+
 import dsustore
 from sample_app import releases
 from sample_app.load import Load, Request, call
 
 ROOT = Path(__file__).resolve().parent.parent
+SIZES = ("accounts", "products", "orders", "sessions")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,16 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    data = work / "Data.fs"
+    data = args.db or str(work / "Data.fs")
 
     print(f"[1/5] creating a release-1 database in {data} ...", flush=True)
     started = time.monotonic()
-    populate = _python("-m", "sample_app.populate", "--db", str(data), "--release", "1",
-                       *args.sizes, capture=True)
+    populate = _python("-m", "sample_app.populate", "--db", data, "--release", "1",
+                       "--credentials", str(work / "credentials.json"), *args.sizes, capture=True)
     counts = _class_counts(populate)
     print(f"      {counts.get('total', 0):,} objects in {time.monotonic() - started:.1f}s "
           f"({', '.join(f'{n:,} {c.rsplit(chr(46), 1)[-1]}' for c, n in counts.items() if c.startswith('sampleshop'))})")
-    credentials = json.loads((work / "Data.credentials.json").read_text())
+    credentials = json.loads((work / "credentials.json").read_text())
 
     token = secrets.token_hex(16)
     print("[2/5] starting the release-1 server ...", flush=True)
@@ -76,8 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     failed = _report(requests, update, health, update_start, update_end)
-    print("[5/5] restoring the snapshot into a copy of the database ...", flush=True)
-    restored = _restore_copy(data, work / "Restored.fs", update["snapshot"]["name"])
+    snapshot = update["snapshot"]["name"]
+    if args.db:
+        print(f"[5/5] restoring the snapshot in {data} ...", flush=True)
+        restored = _restore(dsustore.open_db(data), snapshot, data)
+    else:
+        print("[5/5] restoring the snapshot into a copy of the database ...", flush=True)
+        copy = work / "Restored.fs"
+        shutil.copyfile(data, copy)
+        restored = _restore(DB(FileStorage(str(copy))), snapshot, copy.name)
     return 0 if failed == 0 and restored else 1
 
 
@@ -114,13 +128,9 @@ def _report(requests: list[Request], update: dict[str, Any], health: dict[str, A
     return len(failed)
 
 
-def _restore_copy(data: Path, copy: Path, snapshot: str) -> bool:
-    shutil.copyfile(data, copy)
+def _restore(db: Any, snapshot: str, where: str) -> bool:
+    """Restore ``snapshot`` in ``db`` and show that release 1's data is back."""
     shop = releases.activate(1)
-    from ZODB import DB
-    from ZODB.FileStorage import FileStorage
-
-    db = DB(FileStorage(str(copy)))
     try:
         before = dsustore.current(db)
         try:
@@ -136,8 +146,8 @@ def _restore_copy(data: Path, copy: Path, snapshot: str) -> bool:
             state = {k: v for k, v in vars(account).items() if not k.startswith("_p_")}
         ok = (current == (releases.revision(1),) and type(account) is shop.models.Account
               and "name" in state and "password" in state and "username" not in state)
-        print(f"  with force         {report.rewritten:,} objects written back in one transaction;"
-              f" revision {', '.join(before)} -> {', '.join(current) or 'base'}")
+        print(f"  with force         {report.rewritten:,} objects of {where} written back in one "
+              f"transaction; revision {', '.join(before)} -> {', '.join(current) or 'base'}")
         print(f"  sessions back      {counts.get('sampleshop.models.Session', 0):,}")
         print(f"  user00000          {sorted(state)} (release 1 shape: {'yes' if ok else 'NO'})")
         return ok
@@ -145,9 +155,9 @@ def _restore_copy(data: Path, copy: Path, snapshot: str) -> bool:
         db.close()
 
 
-def _start_server(data: Path, token: str) -> tuple[subprocess.Popen[str], str]:
+def _start_server(data: str, token: str) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sample_app.server", "--db", str(data), "--release", "1"],
+        [sys.executable, "-m", "sample_app.server", "--db", data, "--release", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
         env=dict(os.environ, SAMPLE_APP_ADMIN_TOKEN=token))
     line = process.stdout.readline() if process.stdout else ""
@@ -176,14 +186,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sample_app.demo",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=str(ROOT / "var" / "demo"))
+    parser.add_argument("--db", help="a database URI (zeo://HOST:PORT) instead of a FileStorage "
+                                     "in the work folder; it must be empty")
     parser.add_argument("--workers", type=int, default=6, help="concurrent clients")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before")
     parser.add_argument("--after", type=float, default=3.0, help="seconds of load after")
-    parser.add_argument("--accounts", type=int, help="accounts to create (default: populate's)")
-    parser.add_argument("--orders", type=int, help="orders to create (default: populate's)")
+    for name in SIZES:
+        parser.add_argument(f"--{name}", type=int, help=f"{name} to create (default: populate's)")
     args = parser.parse_args(argv)
-    args.sizes = [f"--{name}={value}" for name in ("accounts", "orders")
-                  if (value := getattr(args, name)) is not None]
+    args.sizes = [f"--{name}={value}" for name in SIZES if (value := getattr(args, name)) is not None]
     return args
 
 
