@@ -26,7 +26,7 @@ from persistent import Persistent
 from ZODB.broken import Broken
 from ZODB.POSException import ConflictError, POSKeyError
 from ZODB.serialize import ObjectReader, referencesf
-from ZODB.utils import z64
+from ZODB.utils import p64, u64, z64
 
 from ._classes import resolve, split_name
 from ._instance import StoredInstance
@@ -406,6 +406,10 @@ def catch_up(passes: list[MigrationPass], storage: Any, changed: Iterable[bytes]
     cache = passes[0].conn._cache
     failures_before = [_failure_count(p.result) for p in passes]
     count = 0
+    changed = list(changed)
+    if changed and type(storage).__module__.startswith("ZEO."):
+        # ask the server for them all at once (into the client cache), not a round trip each
+        storage.prefetch(changed, p64(u64(storage.lastTransaction()) + 1))
     for oid in changed:
         try:
             data, tid = storage.load(oid)

@@ -239,15 +239,17 @@ def _iterator_records(storage: Any, at: bytes) -> Iterator[Record]:
             yield oid, found[1], found[0]
 
 
-def changed_since(storage: object, tid: bytes) -> list[bytes] | None:
+def changed_since(storage: object, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:
     """Oids of the objects transactions after ``tid`` wrote, or None if the storage cannot say.
 
     RelStorage on PostgreSQL answers with one SQL query (:func:`_relstorage_changed`);
     other storages are read from their transaction iterator, which every
     history-keeping storage offers, at the cost of a read of only the transactions
-    after ``tid``.
+    after ``tid``, and up to ``upto`` (a committed transaction: a FileStorage iterator
+    that runs into one still being written warns of a truncated file).
     """
-    if last_committed(storage) == tid:
+    upto = upto or last_committed(storage)
+    if upto == tid:
         return []
     listed = _relstorage_changed(storage, tid)
     if listed is not None:
@@ -256,7 +258,7 @@ def changed_since(storage: object, tid: bytes) -> list[bytes] | None:
     if iterate is None:
         return None
     try:
-        iterator = iterate(_before(tid))
+        iterator = iterate(_before(tid), upto)
     except Exception:  # storages without history refuse
         return None
     oids: dict[bytes, None] = {}

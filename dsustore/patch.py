@@ -485,12 +485,13 @@ class Patch:
         })
         # catch up while the application runs, until little arrives during a round; then,
         # with the application held, on what is left
-        caught_up, since = 0, self._at
+        caught_up, since, previous = 0, self._at, None
         for _round in range(CATCH_UP_ROUNDS):
             count, since = self._catch_up(passes, user_changed, since)
             caught_up += count
-            if count <= CATCH_UP_ENOUGH:
-                break
+            if count <= CATCH_UP_ENOUGH or (previous is not None and count > previous // 2):
+                break  # little left, or the application writes as fast as this catches up
+            previous = count
         with (self.commit_gate() if self.commit_gate else nullcontext()):
             report.caught_up = caught_up + self._catch_up(passes, user_changed, since)[0]
             passes.clear()
@@ -569,7 +570,7 @@ class Patch:
         upto = last_committed(storage)
         if not passes:
             return 0, upto
-        changed = changed_since(storage, since)
+        changed = changed_since(storage, since, upto)
         if changed is None:
             raise ConflictError(
                 "the database changed during the update and this storage cannot list the changes")
