@@ -336,3 +336,61 @@ class ScanSpool:
 
     def close(self) -> None:
         self._file.close()
+
+
+class ChangeRecorder:
+    """The oids other transactions commit, as a connection's MVCC view hears of them.
+
+    A ZEO client is told of every commit (to invalidate its caches); recording
+    those messages answers "what changed since" without reading the transaction
+    log back over the network, one round trip per record. If the view is told
+    to drop everything (a reconnect), the recorder no longer knows and says so.
+    """
+
+    def __init__(self, instance: Any) -> None:
+        self._instance = instance
+        self._commits: list[tuple[bytes, tuple[bytes, ...]]] = []
+        self.lost = False
+        invalidate, invalidate_all = instance._invalidate, instance._invalidateCache
+        with instance._lock:  # commits heard since the view's snapshot, before this was installed
+            heard, start = instance._invalidations, getattr(instance, "_start", None)
+            if heard is None or start is None:
+                self.lost = True
+            elif heard:
+                self._commits.append((start, tuple(heard)))
+
+        def _invalidate(tid: bytes, oids: Any) -> None:
+            self._commits.append((tid, tuple(oids)))
+            invalidate(tid, oids)
+
+        def _invalidate_cache() -> None:
+            self.lost = True
+            invalidate_all()
+
+        instance._invalidate = _invalidate
+        instance._invalidateCache = _invalidate_cache
+
+    @classmethod
+    def on(cls, connection: Any) -> ChangeRecorder | None:
+        """A recorder on ``connection``'s view where that saves round trips (ZEO), else None."""
+        instance = connection._normal_storage
+        storage = getattr(instance, "_storage", None)
+        if not hasattr(instance, "_invalidate") or not type(storage).__module__.startswith("ZEO."):
+            return None
+        return cls(instance)
+
+    def changed(self, since: bytes, upto: bytes) -> list[bytes] | None:
+        """Oids committed after ``since`` up to ``upto``; None once the recorder lost track."""
+        if self.lost:
+            return None
+        low, high = u64(since), u64(upto)
+        oids: dict[bytes, None] = {}
+        for tid, committed in list(self._commits):
+            if low < u64(tid) <= high:
+                oids.update(dict.fromkeys(committed))
+        return list(oids)
+
+    def remove(self) -> None:
+        """Give the view its own methods back."""
+        self._instance.__dict__.pop("_invalidate", None)
+        self._instance.__dict__.pop("_invalidateCache", None)

@@ -44,7 +44,7 @@ from ._operations import (
 )
 from ._savepoints import release, use_appending_savepoints
 from ._code import code_versions_active
-from ._scan import ScanSpool, changed_since, last_committed
+from ._scan import ChangeRecorder, ScanSpool, changed_since, last_committed
 from ._swap import swap_live_objects
 from .errors import (
     DSUError,
@@ -214,6 +214,7 @@ class Patch:
         self._wrote_directly = False
         self._state: Literal["new", "begun", "done"] = "new"
         self._conn: Any = None
+        self._changes: ChangeRecorder | None = None
         self._old_conn: Any = None
         self._at: bytes | None = None
         self.report: PatchReport | None = None
@@ -389,6 +390,7 @@ class Patch:
         self._conn = self.db.open(transaction_manager=tm)
         if code_versions_active(self.db):  # its cache may hold objects of the old code
             self._conn._resetCache()
+        self._changes = ChangeRecorder.on(self._conn)  # before the snapshot is taken
         self._at = snapshot_tid(self._conn)
         self._old_tm, self._old_conn = self._open_old()
         self._new_ns = Namespace(self._conn, tid=None, historical=False)
@@ -419,6 +421,9 @@ class Patch:
         # while two versions of the code are loaded, what a connection cached here (new
         # code) must not reach the application's threads (old code)
         two_versions = code_versions_active(self.db)
+        if self._changes is not None:
+            self._changes.remove()
+            self._changes = None
         if self._conn is not None:
             if abort:
                 _abort(self.transaction_manager)
@@ -570,7 +575,9 @@ class Patch:
         upto = last_committed(storage)
         if not passes:
             return 0, upto
-        changed = changed_since(storage, since, upto)
+        changed = self._changes.changed(since, upto) if self._changes is not None else None
+        if changed is None:
+            changed = changed_since(storage, since, upto)
         if changed is None:
             raise ConflictError(
                 "the database changed during the update and this storage cannot list the changes")

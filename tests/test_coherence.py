@@ -320,3 +320,29 @@ def test_a_large_commit_makes_other_connections_drop_their_caches(shop_db, monke
     assert user.username == "user1" and "name" not in user.__dict__
     tm.abort()
     app.close()
+
+
+def test_on_zeo_the_catch_up_learns_what_changed_from_invalidations(shop_db, storage_kind,
+                                                                     monkeypatch):
+    """A ZEO client hears of every commit: the catch-up uses that instead of reading the
+    transaction log back, a round trip per record; other storages read their log."""
+    import dsustore.patch
+
+    listed: list[bytes] = []
+    real = dsustore.patch.changed_since
+
+    def changed_since(storage, since, upto=None):
+        listed.append(since)
+        return real(storage, since, upto)
+
+    monkeypatch.setattr(dsustore.patch, "changed_since", changed_since)
+
+    def policy(old, new, old_ns, new_ns):
+        if old.name == "user2":
+            _commit_elsewhere(shop_db, lambda root: setattr(root["users"]["user1"], "password", "z"))
+        new.email = old.name + "@example.org"
+
+    with Patch(shop_db) as patch:
+        patch.migrate_instances(User, policy)
+    assert patch.report.caught_up >= 1
+    assert (listed == []) is (storage_kind == "zeo")
