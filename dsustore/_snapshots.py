@@ -346,20 +346,27 @@ def _restore_tid(db: Any, snap: Snapshot, since: _Since, safety: str) -> Restore
                 continue
             conn._storage.store(oid, current[1], old, "", txn)
             rewritten.append(oid)
-        txn.note(f"dsustore restore {snap.name}")
-        txn.setExtendedInfo(TRANSACTION_MARK, {"restore": snap.name, "tid": snap.tid})
-        try:
-            tm.commit()
-        except ConflictError as err:
-            raise SnapshotError(f"another transaction changed objects while restoring {snap.name!r}; "
-                                "nothing was written") from err
-        tid_after = tid_repr(_last_tid(conn, db)) if rewritten else None
-        conn._cache.invalidate(list(rewritten))
+        tid_after = _commit_restore(db, conn, tm, snap, rewritten, {"tid": snap.tid})
     return RestoreReport(
         snapshot=snap.name, kind="tid", tid_after=tid_after, rewritten=len(rewritten),
         created_since=created, transactions_since=since.transactions,
         application_transactions=since.application_transactions, safety_snapshot=safety,
         rewritten_oids=[hex(u64(oid)) for oid in rewritten], source=snap.tid)
+
+
+def _commit_restore(db: Any, conn: Any, tm: Any, snap: Snapshot, rewritten: list[bytes],
+                    facts: dict[str, Any]) -> str | None:
+    """Commit a restore's transaction; the tid it committed (None when nothing differed)."""
+    txn = tm.get()
+    txn.note(f"dsustore restore {snap.name}")
+    txn.setExtendedInfo(TRANSACTION_MARK, {"restore": snap.name, **facts})
+    try:
+        tm.commit()
+    except ConflictError as err:
+        raise SnapshotError(f"another transaction changed objects while restoring {snap.name!r}; "
+                            "nothing was written") from err
+    conn._cache.invalidate(list(rewritten))
+    return tid_repr(_last_tid(conn, db)) if rewritten else None
 
 
 def _load_before(storage: Any, oid: bytes, before: bytes) -> bytes | None:
@@ -507,15 +514,7 @@ def _restore_export(db: Any, snap: Snapshot, since: _Since | None) -> RestoreRep
         for oid, _tid, _data in current_records(db.storage, at=at, view=conn):
             if oid not in exported:
                 created += 1
-        txn.note(f"dsustore restore {snap.name}")
-        txn.setExtendedInfo(TRANSACTION_MARK, {"restore": snap.name, "path": snap.path})
-        try:
-            tm.commit()
-        except ConflictError as err:
-            raise SnapshotError(f"another transaction changed objects while restoring {snap.name!r}; "
-                                "nothing was written") from err
-        tid_after = tid_repr(_last_tid(conn, db)) if rewritten else None
-        conn._cache.invalidate(list(rewritten))
+        tid_after = _commit_restore(db, conn, tm, snap, rewritten, {"path": snap.path})
     return RestoreReport(
         snapshot=snap.name, kind="export", tid_after=tid_after, rewritten=len(rewritten),
         created_since=created,
