@@ -172,8 +172,9 @@ class _StateWriter(ObjectWriter):
         # A state of plain values has no persistent references: it is pickled
         # without asking persistent_id about every value, the costliest part of
         # writing a record. (Each pickle of a record keeps its own memo entries.)
-        meta = self._metas.get(classmeta) if type(classmeta) is not tuple or \
-            classmeta[1] is None else None
+        # a class, or (class, None): the same bytes every time; new-args may vary
+        cacheable = type(classmeta) is not tuple or classmeta[1] is None
+        meta = self._metas.get(classmeta) if cacheable else None
         if meta is None:
             file, pickler = self._file, self._p
             file.seek(0)
@@ -181,7 +182,7 @@ class _StateWriter(ObjectWriter):
             pickler.dump(classmeta)
             file.truncate()
             meta = file.getvalue()
-            if type(classmeta) is not tuple or classmeta[1] is None:
+            if cacheable:
                 self._metas[classmeta] = meta
         plain, plain_file = self._plain
         plain_file.seek(0)

@@ -68,12 +68,9 @@ class AppendingTmpStore(TmpStore):
     def read_at(self, position: int) -> tuple[bytes, bytes]:
         """(data, serial) of the record written at ``position``."""
         self._at_end = False
-        file = self._file
-        file.seek(position)
-        oid_length = u64(file.read(8))
-        file.read(oid_length)
-        serial = file.read(8)
-        return file.read(u64(file.read(8))), serial
+        self._file.seek(position)
+        _oid, serial, data = _read_record(self._file.read)
+        return data, serial
 
     def frozen(self) -> FrozenStore:
         """What this store holds now, readable later even after more is appended."""
@@ -96,14 +93,17 @@ class AppendingTmpStore(TmpStore):
         read = file.read
         position = 0
         while position < end:
-            oid_length = u64(read(8))
-            oid = read(oid_length)
-            serial = read(8)
-            length = u64(read(8))
-            data = read(length)
+            oid, serial, data = _read_record(read)
             if position not in superseded:
                 yield oid, serial, data
-            position += 24 + oid_length + length
+            position += 24 + len(oid) + len(data)
+
+
+def _read_record(read: Any) -> tuple[bytes, bytes, bytes]:
+    """(oid, serial, data) of the record at the file's position, in TmpStore's layout."""
+    oid = read(u64(read(8)))
+    serial = read(8)
+    return oid, serial, read(u64(read(8)))
 
 
 class FrozenStore:
