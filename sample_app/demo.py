@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from ZODB.FileStorage import FileStorage
 import dsustore
 from sample_app import releases
 from sample_app.load import Load, Request, call
+from sample_app.server import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ("accounts", "products", "orders", "sessions")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     token = secrets.token_hex(16)
     print("[2/5] starting the release-1 server ...", flush=True)
-    server, base = _start_server(data, token)
+    server, base = launch(data, 1, admin_token=token)
     try:
         load = Load(base, credentials, workers=args.workers).start()
         print(f"      {base}: {args.workers} clients logging in and ordering; "
@@ -153,18 +153,6 @@ def _restore(db: Any, snapshot: str, where: str) -> bool:
         return ok
     finally:
         db.close()
-
-
-def _start_server(data: str, token: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sample_app.server", "--db", data, "--release", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, SAMPLE_APP_ADMIN_TOKEN=token))
-    line = process.stdout.readline() if process.stdout else ""
-    if not line.startswith("serving on "):
-        process.kill()
-        raise SystemExit(f"the server did not start: {line!r}")
-    return process, line.split()[-1]
 
 
 def _python(*args: str, capture: bool = False) -> str:

@@ -21,11 +21,14 @@ import json
 import hmac
 import logging
 import os
+import select
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from http import HTTPStatus
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -202,6 +205,30 @@ def serve(app: SampleApp, host: str, port: int) -> None:
         pass
     finally:
         server.close()
+
+
+def launch(db: str, release: int, *, admin_token: str | None = None, capture_errors: bool = False,
+           timeout: float = 60) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python -m sample_app.server`` in a subprocess: (the process, its base URL).
+
+    Returns once the server listens (it prints its address), so callers can send
+    requests at once; a server that does not start in ``timeout`` seconds is killed.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "SAMPLE_APP_ADMIN_TOKEN"}
+    if admin_token:
+        env["SAMPLE_APP_ADMIN_TOKEN"] = admin_token
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sample_app.server", "--db", db, "--release", str(release),
+         "--port", "0"], cwd=Path(__file__).resolve().parent.parent, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture_errors else None)
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith("serving on "):
+        process.kill()
+        errors = process.stderr.read() if process.stderr else ""
+        raise RuntimeError(f"the sample_app server did not start: {line!r} {errors}")
+    return process, line.split()[-1]
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -21,12 +21,12 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-import transaction
 import ZODB
 from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import ConflictError
 
 import dsustore
+from dsustore._bookkeeping import reading
 from conftest import SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
 from sample_app import releases
 from sample_app.database import open_database
@@ -37,18 +37,6 @@ from sampleserver import http, running_server
 LATEST = releases.LATEST
 MIGRATIONS = releases.MIGRATIONS
 SESSION = "sampleshop.models.Session"
-
-
-@contextmanager
-def root_of(db: Any) -> Iterator[Any]:
-    """The root in a transaction of its own, always aborted."""
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    try:
-        yield conn.root()
-    finally:
-        tm.abort()
-        conn.close()
 
 
 def fields(obj: Any) -> dict[str, Any]:
@@ -138,7 +126,7 @@ def test_upgrade_applies_the_migrations_of_the_later_releases(upgraded):
 
 def test_every_account_logs_in_with_its_original_password(upgraded):
     dispatch = upgraded.shop.api.dispatch
-    with root_of(upgraded.db) as root:
+    with reading(upgraded.db) as root:
         usernames = list(root["accounts"].keys())
         assert len(usernames) == SAMPLE_SIZES["accounts"]
         for username in usernames:
@@ -152,7 +140,7 @@ def test_every_account_logs_in_with_its_original_password(upgraded):
 def test_order_totals_are_unchanged(upgraded):
     """The totals the old release reported are reported again, and every total adds up."""
     dispatch = upgraded.shop.api.dispatch
-    with root_of(upgraded.db) as root:
+    with reading(upgraded.db) as root:
         for recorded in upgraded.credentials["orders"]:
             status, body = dispatch(root, "GET", f"/orders/{recorded['order']}", None)
             assert status == 200
@@ -165,7 +153,7 @@ def test_order_totals_are_unchanged(upgraded):
 def test_data_takes_the_latest_shape(upgraded):
     """Account fields renamed, added and hashed; Money from its module; Record as superclass."""
     shop = upgraded.shop
-    with root_of(upgraded.db) as root:
+    with reading(upgraded.db) as root:
         assert set(root) == {"accounts", "products", "orders", "token_secret", "dsustore"}
         for username, account in root["accounts"].items():
             assert set(fields(account)) == {"username", "email", "password_hash", "created"}
@@ -218,7 +206,7 @@ def test_a_new_database_is_built_by_the_migrations_with_the_latest_code_alone(
     try:
         result = dsustore.upgrade(db, MIGRATIONS)
         assert result.revisions == [releases.revision(n) for n in range(1, LATEST + 1)]
-        with root_of(db) as root:
+        with reading(db) as root:
             assert set(root) == {"accounts", "products", "orders", "token_secret", "dsustore"}
             credentials = {"username": "newcomer", "password": "s3cret"}
             assert latest_shop.api.dispatch(root, "POST", "/accounts", credentials)[0] == 201
@@ -231,11 +219,11 @@ def test_the_money_migration_downgrades_to_the_same_floats(latest_shop, release_
     path, _ = release_copy(3)
     db = open_database(str(path))
     try:
-        with root_of(db) as root:
+        with reading(db) as root:
             before = {number: order.total for number, order in root["orders"].items()}
         dsustore.upgrade(db, MIGRATIONS, target="0004")
         dsustore.downgrade(db, MIGRATIONS, target="0003")
-        with root_of(db) as root:
+        with reading(db) as root:
             after = {number: order.total for number, order in root["orders"].items()}
         assert after == before and all(type(total) is float for total in after.values())
     finally:
@@ -274,7 +262,7 @@ def test_a_total_that_is_not_whole_cents_fails_the_money_validation_and_nothing_
             dsustore.upgrade(db, MIGRATIONS)
         assert failed.value.migration == "0004"
         assert dsustore.current(db) == ("0003",)
-        with root_of(db) as root:
+        with reading(db) as root:
             assert root["orders"][number].total == 12.345
             assert all(type(p.price) is float for p in root["products"].values())
     finally:
@@ -337,7 +325,7 @@ def serve_with(monkeypatch, dispatch) -> None:
 
 
 def stored(db: Any, key: str) -> Any:
-    with root_of(db) as root:
+    with reading(db) as root:
         return root.get(key)
 
 
@@ -485,7 +473,7 @@ def test_the_server_keeps_its_data_in_zeo_when_given_a_zeo_uri(tmp_path):
         db = open_database(zeo.uri)
         try:
             assert dsustore.current(db) == (releases.revision(LATEST),)
-            with root_of(db) as root:
+            with reading(db) as root:
                 assert list(root["accounts"].keys()) == [me["username"]]
         finally:
             db.close()
