@@ -217,6 +217,16 @@ finally:
     db.close()
 '''
 
+#: for the child scripts: wait until the test writes a signal file into ``signals``
+WAIT_FOR_SIGNAL = '''
+def wait_for(name):
+    deadline = time.monotonic() + 60
+    while not (signals / name).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no {name} signal")
+        time.sleep(0.01)
+'''
+
 APPLICATION = '''
 import json, sys, time
 from pathlib import Path
@@ -225,13 +235,7 @@ from dsustore import open_db
 
 uri, signals, writes = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 
-def wait_for(name):
-    deadline = time.monotonic() + 60
-    while not (signals / name).exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no {name} signal")
-        time.sleep(0.01)
-
+''' + WAIT_FOR_SIGNAL + '''
 db = open_db(uri)
 tm = transaction.TransactionManager()
 conn = db.open(transaction_manager=tm)
@@ -325,13 +329,7 @@ from dsustore import StaleCodeError, guard_stale_code, open_db
 
 uri, signals = sys.argv[1], Path(sys.argv[2])
 
-def wait_for(name):
-    deadline = time.monotonic() + 60
-    while not (signals / name).exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no {name} signal")
-        time.sleep(0.01)
-
+''' + WAIT_FOR_SIGNAL + '''
 def outcome(tm):
     try:
         tm.commit()
