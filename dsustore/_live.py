@@ -32,7 +32,7 @@ from ._code import CodeVersions
 from ._engine import Progress
 from ._gate import CommitGate
 from ._runner import UpgradeResult, _apply, _graph, applied_revisions
-from ._stale import StaleCodeGuard, known_revisions
+from ._stale import StaleCodeGuard, revisions_in
 from ._swap import swap_live_objects
 from .errors import DSUError
 from .patch import Patch, PatchReport
@@ -121,14 +121,14 @@ class LiveUpdater:
         load_pause = self.gate.last_closed
         log.info("live update: new code loaded (%d modules replaced); migrating", len(versions.old))
         committed = False
+        known: set[str] = set()
 
         def switch(patch: Patch | None, report: PatchReport | None) -> None:
             nonlocal committed
             committed = True
             versions.switch()
             if self.guard is not None:
-                head = None if target in ("head", "heads") else target
-                self.guard.allow(known_revisions(self.migrations_dir, head))
+                self.guard.allow(known)
             if self.on_switch is not None:
                 self.on_switch()
 
@@ -140,6 +140,9 @@ class LiveUpdater:
         try:
             with versions.new_code_here():
                 graph = _graph(self.migrations_dir)
+                # worked out now: the switch runs while the application is held
+                head = None if target in ("head", "heads") else target
+                known = revisions_in(graph, head)
                 _apply(self.db, result, lambda: graph.upgrade_path(applied_revisions(self.db), target),
                        lock_wait=self.lock_wait, lock_ttl=self.lock_ttl, together=True,
                        progress=self.progress, on_conflict="retry", configure=configure)

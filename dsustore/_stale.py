@@ -100,10 +100,13 @@ def guard_stale_code(db: Any, revisions: Iterable[str]) -> StaleCodeGuard:
 
 def known_revisions(migrations_dir: str | Path, head: str | None = None) -> set[str]:
     """The revisions code with these migrations knows: all of them, or ``head`` and its ancestors."""
-    graph = RevisionGraph(load_scripts(migrations_dir))
-    if head is None:
-        return {script.revision for script in graph.history()}
-    return {script.revision for script in graph.upgrade_path((), head)}
+    return revisions_in(RevisionGraph(load_scripts(migrations_dir)), head)
+
+
+def revisions_in(graph: RevisionGraph, head: str | None = None) -> set[str]:
+    """The revisions of ``graph``: all of them, or ``head`` and its ancestors."""
+    scripts = graph.history() if head is None else graph.upgrade_path((), head)
+    return {script.revision for script in scripts}
 
 
 __all__ = ["StaleCodeError", "StaleCodeGuard", "guard_stale_code", "known_revisions"]
