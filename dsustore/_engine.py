@@ -33,7 +33,7 @@ from ._instance import StoredInstance
 from ._operations import Context, Operation, RemoveClass, RenameClass, matches
 from ._record import RecordCodec, class_key, class_name_of, class_of_meta, key_of
 from ._savepoints import FrozenStore
-from ._scan import ScanSpool, current_records
+from ._scan import ScanSpool, current_records, is_zeo
 from .errors import (
     ClassResolutionError,
     DSUError,
@@ -407,7 +407,7 @@ def catch_up(passes: list[MigrationPass], storage: Any, changed: Iterable[bytes]
     failures_before = [_failure_count(p.result) for p in passes]
     count = 0
     changed = list(changed)
-    if changed and type(storage).__module__.startswith("ZEO."):
+    if changed and is_zeo(storage):
         # ask the server for them all at once (into the client cache), not a round trip each
         storage.prefetch(changed, p64(u64(storage.lastTransaction()) + 1))
     for oid in changed:

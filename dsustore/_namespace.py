@@ -15,7 +15,7 @@ from typing import Any
 from ZODB.interfaces import IMVCCStorage
 from ZODB.utils import p64, tid_repr, u64
 
-from ._scan import _keeps_history, last_committed
+from ._scan import keeps_history, last_committed
 
 
 class Namespace:
@@ -122,7 +122,7 @@ def read_at_snapshot(connection: Any, view: Any) -> None:
     transaction ends (the scan relies on the same). Other storages are left alone.
     """
     snapshot = view._normal_storage
-    if not _keeps_history(snapshot):
+    if not keeps_history(snapshot):
         connection._storage = _SnapshotStorage(connection._storage, snapshot)
 
 

@@ -47,9 +47,10 @@ from ._bookkeeping import (
 from ._engine import Progress
 from ._lock import MigrationLock, migration_lock
 from ._revisions import RevisionGraph
+from ._scan import keeps_history
 from ._schema import record_schema
 from ._scripts import Script, load_scripts
-from ._snapshots import Snapshot, keeps_history, snapshot
+from ._snapshots import Snapshot, snapshot
 from .errors import DSUError
 from .patch import TRANSACTION_MARK, Patch, PatchReport
 

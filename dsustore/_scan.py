@@ -204,7 +204,7 @@ def _iternext_records(storage: Any, at: bytes) -> Iterator[Record]:
             oid, tid, data, cursor = storage.record_iternext(cursor)
         except (KeyError, IndexError, StopIteration):  # empty storage
             return
-        if u64(tid) > u64(at) and _keeps_history(storage):
+        if u64(tid) > u64(at) and keeps_history(storage):
             found = storage.loadBefore(oid, before)
             if found is None or found[0] is None:
                 data = None
@@ -216,9 +216,20 @@ def _iternext_records(storage: Any, at: bytes) -> Iterator[Record]:
             return
 
 
-def _keeps_history(storage: Any) -> bool:
+def keeps_history(storage: Any) -> bool:
+    """Whether ``storage`` keeps old revisions (history-free RelStorage does not)."""
     options = getattr(storage, "_options", None)
-    return bool(getattr(options, "keep_history", True))
+    if options is not None and hasattr(options, "keep_history"):
+        return bool(options.keep_history)
+    keep = getattr(storage, "keep_history", None)
+    if isinstance(keep, bool):
+        return keep
+    return hasattr(storage, "loadBefore") and hasattr(storage, "iterator")
+
+
+def is_zeo(storage: Any) -> bool:
+    """Whether ``storage`` is a ZEO client: every read of it is a round trip to the server."""
+    return type(storage).__module__.startswith("ZEO.")
 
 
 def _iterator_records(storage: Any, at: bytes) -> Iterator[Record]:
@@ -375,7 +386,7 @@ class ChangeRecorder:
         """A recorder on ``connection``'s view where that saves round trips (ZEO), else None."""
         instance = connection._normal_storage
         storage = getattr(instance, "_storage", None)
-        if not hasattr(instance, "_invalidate") or not type(storage).__module__.startswith("ZEO."):
+        if not hasattr(instance, "_invalidate") or not is_zeo(storage):
             return None
         return cls(instance)
 

@@ -47,7 +47,7 @@ from ZODB.utils import p64, tid_repr, u64, z64
 
 from ._bookkeeping import bookkeeping
 from ._namespace import committed_tid, last_transaction, snapshot_tid
-from ._scan import current_records
+from ._scan import current_records, keeps_history
 from .errors import DSUError
 from .patch import TRANSACTION_MARK
 
@@ -134,17 +134,6 @@ class PackReport:
 
 
 # -- public API ---------------------------------------------------------------
-
-
-def keeps_history(storage: Any) -> bool:
-    """Whether ``storage`` keeps old revisions (so a snapshot can be a transaction id)."""
-    options = getattr(storage, "_options", None)
-    if options is not None and hasattr(options, "keep_history"):
-        return bool(options.keep_history)
-    keep = getattr(storage, "keep_history", None)
-    if isinstance(keep, bool):
-        return keep
-    return hasattr(storage, "loadBefore") and hasattr(storage, "iterator")
 
 
 def snapshot(db: Any, name: str | None = None, *, note: str = "", kind: Kind | None = None,
