@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._record import key_of
 from .errors import DSUError
 
 SETTING = "max_locks_per_transaction"
@@ -153,10 +154,7 @@ def _count_instances(cursor: Any, adapter: Any, classes: list[str]) -> int:
     """
     if not classes:
         return 0
-    prefixes = []
-    for dotted in classes:
-        module, _, name = dotted.rpartition(".")
-        prefixes.append(f"c{module}\n{name}\n".encode("utf-8"))
+    prefixes = [b"c" + key_of(dotted) + b"\n" for dotted in classes]
     table = ("current_object JOIN object_state USING (zoid, tid)" if adapter.keep_history
              else "object_state")
     matches = " OR ".join("substring(state from 3 for %s) = %s" for _ in prefixes)
