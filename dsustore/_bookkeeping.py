@@ -25,6 +25,7 @@ import transaction as transaction_module
 from transaction.interfaces import NoTransaction
 from BTrees.OOBTree import OOBTree
 from ZODB.utils import p64, repr_to_oid, tid_repr, u64
+from ._scan import closed_after
 from .patch import TRANSACTION_MARK
 
 ROOT_KEY = "dsustore"
@@ -87,18 +88,13 @@ def migration_tid(storage: Any, revision: str, tid_before: str) -> str | None:
     """The tid of the transaction that applied ``revision`` (None if not found)."""
     wanted = transaction_description(revision, "upgrade").encode("utf-8") + b":"
     start = p64(u64(repr_to_oid(tid_before)) + 1)
-    iterator = storage.iterator(start)
-    try:
+    with closed_after(storage.iterator(start)) as iterator:
         for txn in iterator:
             description = txn.description
             if isinstance(description, str):
                 description = description.encode("utf-8")
             if description.startswith(wanted) or revision in _stages_of(txn):
                 return tid_repr(txn.tid)
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
     return None
 
 

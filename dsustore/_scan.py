@@ -23,6 +23,7 @@ import struct
 import tempfile
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ZODB.FileStorage import FileStorage
@@ -232,17 +233,23 @@ def is_zeo(storage: Any) -> bool:
     return type(storage).__module__.startswith("ZEO.")
 
 
-def _iterator_records(storage: Any, at: bytes) -> Iterator[Record]:
-    oids: set[bytes] = set()
-    iterator = storage.iterator(None, at)
+@contextmanager
+def closed_after(iterator: Any) -> Iterator[Any]:
+    """A storage's transaction iterator, closed on leaving (not every storage's has close)."""
     try:
-        for txn in iterator:
-            for record in txn:
-                oids.add(record.oid)
+        yield iterator
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
+
+
+def _iterator_records(storage: Any, at: bytes) -> Iterator[Record]:
+    oids: set[bytes] = set()
+    with closed_after(storage.iterator(None, at)) as iterator:
+        for txn in iterator:
+            for record in txn:
+                oids.add(record.oid)
     before = _before(at)
     for oid in sorted(oids):
         found = storage.loadBefore(oid, before)
@@ -273,14 +280,10 @@ def changed_since(storage: object, tid: bytes, upto: bytes | None = None) -> lis
     except Exception:  # storages without history refuse
         return None
     oids: dict[bytes, None] = {}
-    try:
+    with closed_after(iterator):
         for txn in iterator:
             for record in txn:
                 oids[record.oid] = None
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
     return list(oids)
 
 

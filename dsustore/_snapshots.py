@@ -47,7 +47,7 @@ from ZODB.utils import p64, tid_repr, u64, z64
 
 from ._bookkeeping import bookkeeping
 from ._namespace import committed_tid, last_transaction, snapshot_tid
-from ._scan import current_records, keeps_history
+from ._scan import closed_after, current_records, keeps_history
 from .errors import DSUError
 from .patch import TRANSACTION_MARK
 
@@ -278,8 +278,7 @@ class _Since:
 def _changes_since(storage: Any, tid: bytes) -> _Since:
     """The objects written by transactions after ``tid``, and which of those were the application's."""
     since = _Since()
-    iterator = storage.iterator(p64(u64(tid) + 1))
-    try:
+    with closed_after(storage.iterator(p64(u64(tid) + 1))) as iterator:
         for txn in iterator:
             ours = _is_dsustore(txn)
             since.transactions += 1
@@ -289,10 +288,6 @@ def _changes_since(storage: Any, tid: bytes) -> _Since:
                 since.oids.add(record.oid)
                 if not ours:
                     since.application_oids.add(record.oid)
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
     return since
 
 
