@@ -51,11 +51,15 @@ class LiveUpdateResult:
     upgrade: UpgradeResult
     #: whether the process now runs the new code
     switched: bool
-    #: the longest time the application's transactions were held, in seconds
-    paused: float
-    #: how long they were held while the new code was imported, and while the update committed
+    #: how long the application's transactions were held while the new code was imported,
+    #: and while the update committed, in seconds
     load_pause: float = 0.0
     commit_pause: float = 0.0
+
+    @property
+    def paused(self) -> float:
+        """The longest time the application's transactions were held."""
+        return max(self.load_pause, self.commit_pause)
 
     def as_dict(self) -> dict[str, Any]:
         return {"switched": self.switched, "paused": round(self.paused, 4),
@@ -155,10 +159,9 @@ class LiveUpdater:
                 versions.rollback()
                 log.exception("live update failed; the process continues on the old code and data")
             raise
-        paused = max(load_pause, self.gate.last_closed)
         log.info("live update done: %d migration(s); application held %.3fs to load code, "
                  "%.3fs to commit", len(result.migrations), load_pause, self.gate.last_closed)
-        return LiveUpdateResult(result, switched=True, paused=paused, load_pause=load_pause,
+        return LiveUpdateResult(result, switched=True, load_pause=load_pause,
                                 commit_pause=self.gate.last_closed)
 
 
