@@ -450,25 +450,7 @@ class Patch:
         self._wrote_directly = bool(conn._registered_objects or conn._added)
         txn.savepoint(optimistic=True)  # from here on, writes go to the savepoint storage
         passes: list[MigrationPass] = []
-        stages: list[StageReport] = []
-        to_run = [stage for number, stage in enumerate(self._stages)
-                  if number > 0 or stage.operations or len(self._stages) == 1]
-        # later stages read the first one's scan from disk, where a scan costs round trips
-        spool = ScanSpool() if len(to_run) > 1 and not isinstance(self.db.storage, FileStorage) \
-            else None
-        try:
-            for stage in to_run:
-                self.failed_stage = stage.label
-                try:
-                    stages.append(self._run_stage(stage, passes, spool))
-                except DSUError as err:
-                    if stage.label is not None and err.migration is None:
-                        err.with_migration(stage.label)
-                    raise
-        finally:
-            if spool is not None:
-                spool.close()
-        self.failed_stage = None
+        stages = self._run_stages(passes)
         report = PatchReport.of_stages(
             stages, committed=False, dry_run=self.dry_run, tid_before=tid_repr(self._at),
             tid_after=None, duration=0.0, attempts=attempt,
@@ -488,15 +470,7 @@ class Patch:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         })
-        # catch up while the application runs, until little arrives during a round; then,
-        # with the application held, on what is left
-        caught_up, since, previous = 0, self._at, None
-        for _round in range(CATCH_UP_ROUNDS):
-            count, since = self._catch_up(passes, user_changed, since)
-            caught_up += count
-            if count <= CATCH_UP_ENOUGH or (previous is not None and count > previous // 2):
-                break  # little left, or the application writes as fast as this catches up
-            previous = count
+        caught_up, since = self._catch_up_while_running(passes, user_changed)
         with (self.commit_gate() if self.commit_gate else nullcontext()):
             report.caught_up = caught_up + self._catch_up(passes, user_changed, since)[0]
             passes.clear()
@@ -514,6 +488,42 @@ class Patch:
         log.info("patch committed: %d objects migrated in %.2fs",
                  report.objects_migrated, report.duration)
         return report
+
+    def _run_stages(self, passes: list[MigrationPass]) -> list[StageReport]:
+        """Every stage's pass and validations, in order; ``passes`` collects the passes."""
+        stages: list[StageReport] = []
+        to_run = [stage for number, stage in enumerate(self._stages)
+                  if number > 0 or stage.operations or len(self._stages) == 1]
+        # later stages read the first one's scan from disk, where a scan costs round trips
+        spool = ScanSpool() if len(to_run) > 1 and not isinstance(self.db.storage, FileStorage) \
+            else None
+        try:
+            for stage in to_run:
+                self.failed_stage = stage.label
+                try:
+                    stages.append(self._run_stage(stage, passes, spool))
+                except DSUError as err:
+                    if stage.label is not None and err.migration is None:
+                        err.with_migration(stage.label)
+                    raise
+        finally:
+            if spool is not None:
+                spool.close()
+        self.failed_stage = None
+        return stages
+
+    def _catch_up_while_running(self, passes: list[MigrationPass],
+                                user_changed: set[bytes]) -> tuple[int, bytes]:
+        """Catch up in rounds while the application runs, until a round finds little to do
+        (or no longer less than the one before): what is left waits for the gate."""
+        caught_up, since, previous = 0, self._at, None
+        for _round in range(CATCH_UP_ROUNDS):
+            count, since = self._catch_up(passes, user_changed, since)
+            caught_up += count
+            if count <= CATCH_UP_ENOUGH or (previous is not None and count > previous // 2):
+                break
+            previous = count
+        return caught_up, since
 
     def _run_stage(self, stage: _Stage, passes: list[MigrationPass],
                    spool: ScanSpool | None = None) -> StageReport:
