@@ -107,45 +107,45 @@ def _filestorage_records(fs: FileStorage, at: bytes) -> Iterator[Record]:
     end = _end_of(fs, at)
     position_of = _index_reader(fs._index)
     moved: list[bytes] = []
-    with open(fs._file_name, "rb", buffering=1 << 20) as file:
-        read = file.read
-        file.seek(4)  # past the magic number
-        position = 4
-        while position < end:
-            header = read(23)
-            if len(header) < 23:
-                break
-            _tid, length, status, ulen, dlen, elen = _TXN_HEADER.unpack(header)
-            if status == b"c":  # a transaction still being committed
-                break
-            txn_end = position + length
-            skip = ulen + dlen + elen
-            if skip:
-                read(skip)
-            record = position + 23 + skip
-            while record < txn_end:
-                oid, tid, _prev, _tloc, vlen, plen = _DATA_HEADER.unpack(read(42))
-                if vlen:
-                    raise ValueError(f"{fs._file_name}: a record with a version (pre-ZODB 4 format)")
-                current = position_of(oid)
-                if plen:
-                    data = read(plen)
-                    if current == record:
-                        yield oid, tid, data
-                    elif current is not None and current >= end:
-                        moved.append(oid)
-                else:  # no data here: a pointer back to it (undo, copy) or a deletion
-                    read(8)
-                    if current == record or (current is not None and current >= end):
-                        moved.append(oid)
-                record += 42 + plen if plen else 50
-            read(8)  # the transaction length, repeated
-            position = txn_end + 8
+    for record, oid, tid, data in _data_records(fs, 4, end):
+        current = position_of(oid)
+        if current == record and data is not None:
+            yield oid, tid, data
+        elif current is not None and (current >= end or (current == record and data is None)):
+            moved.append(oid)  # rewritten after ``at``, or its data is elsewhere (undo, copy)
     before = _before(at)
     for oid in sorted(set(moved)):
         found = fs.loadBefore(oid, before)
         if found is not None and found[0] is not None:
             yield oid, found[1], found[0]
+
+
+def _data_records(fs: FileStorage, start: int, end: int, *,
+                  data: bool = True) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
+    """(position, oid, tid, data) of the records of the transactions between two file
+    positions; data is None where the record holds a pointer back to it (or when not
+    asked for). Both positions are transaction boundaries of committed data."""
+    with open(fs._file_name, "rb", buffering=1 << 20) as file:
+        read, seek = file.read, file.seek
+        seek(start)
+        position = start
+        while position < end:
+            _tid, length, status, ulen, dlen, elen = _TXN_HEADER.unpack(read(23))
+            txn_end = position + length
+            record = position + 23 + ulen + dlen + elen
+            seek(record)
+            while record < txn_end:
+                oid, tid, _prev, _tloc, vlen, plen = _DATA_HEADER.unpack(read(42))
+                if vlen:
+                    raise ValueError(f"{fs._file_name}: a record with a version (pre-ZODB 4 format)")
+                if plen and data:
+                    yield record, oid, tid, read(plen)
+                else:
+                    yield record, oid, tid, None
+                    seek(record + (42 + plen if plen else 50))
+                record += 42 + plen if plen else 50
+            position = txn_end + 8  # past the transaction length, repeated
+            seek(position)
 
 
 def _index_reader(index: Any) -> Callable[[bytes], int | None]:
@@ -176,17 +176,23 @@ def _end_of(fs: FileStorage, at: bytes) -> int:
     """The file position where the transactions after ``at`` begin.
 
     A record whose current version lies at or past it was rewritten after ``at``.
+    Found by stepping back from the end of the committed data, one transaction at a
+    time (a transaction's length is repeated after it): only the transactions after
+    ``at`` are read. (``fs.iterator(start)`` looks for its start from the end of the
+    file, where a transaction being committed can make it fail.)
     """
     with fs._lock:
         end, last = fs._pos, fs._ltid
     if u64(at) >= u64(last):
         return end
-    later = fs.iterator(_before(at))
-    try:
-        for txn in later:
-            return txn._tpos
-    finally:
-        later.close()
+    with open(fs._file_name, "rb") as file:
+        while end > 4:
+            file.seek(end - 8)
+            start = end - 8 - u64(file.read(8))
+            file.seek(start)
+            if u64(file.read(8)) <= u64(at):
+                return end
+            end = start
     return end
 
 
@@ -272,6 +278,10 @@ def changed_since(storage: object, tid: bytes, upto: bytes | None = None) -> lis
     listed = _relstorage_changed(storage, tid)
     if listed is not None:
         return listed
+    if isinstance(storage, FileStorage):  # read in place: its iterator can trip on a commit
+        start, end = _end_of(storage, tid), _end_of(storage, upto)
+        return list(dict.fromkeys(oid for _, oid, _, _ in
+                                  _data_records(storage, start, end, data=False)))
     iterate = getattr(storage, "iterator", None)
     if iterate is None:
         return None

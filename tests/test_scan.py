@@ -106,3 +106,28 @@ def test_changed_since_asks_relstorage_without_walking_transactions(backend, mon
 
     monkeypatch.setattr(db.storage, "iterator", no_iterator)
     assert sorted(changed_since(db.storage, since)) == sorted(written)
+
+
+def test_a_filestorage_scan_and_its_changes_are_read_while_a_commit_is_being_written(file_db):
+    """A commit being written leaves a partial transaction at the end of the file, past
+    what is committed; scans as of an earlier transaction, and the list of changes
+    since one, read up to the committed end and are unharmed. (ZODB's iterator, asked
+    to start mid-file, looks at the end of the file and fails on one over 1 MiB.)"""
+    from persistent.mapping import PersistentMapping
+
+    with file_db.transaction() as conn:
+        conn.root()["bulk"] = bulk = PersistentMapping()
+        for i in range(300):
+            bulk[i] = PersistentMapping(text="x" * 5000)  # a file well over 1 MiB
+    at = last_transaction(file_db)
+    with file_db.transaction() as conn:
+        conn.root()["bulk"][0]["text"] = "changed"
+        changed_oid = conn.root()["bulk"][0]._p_oid
+    upto = last_transaction(file_db)
+    storage = file_db.storage
+    with open(storage._file_name, "ab") as file:  # the first bytes of a commit in progress
+        file.write(b"\x03\xff" * 50)
+    records = {oid: data for oid, _tid, data in current_records(storage, at=at)}
+    assert len(records) == 302  # the root, the mapping, its 300 values
+    assert b"changed" not in records[changed_oid]  # as of ``at``: from before the change
+    assert changed_since(storage, at, upto) == [changed_oid]
