@@ -62,7 +62,7 @@ class RoundTrips:
 def raw_rewrite():
     import zodbpickle.pickle as zp
     from ZODB.Connection import TransactionMetaData
-    from dsustore._uri import open_storage
+    from dsustore.storage.uri import open_storage
     class Ref:
         __slots__ = ("pid",)
         def __init__(self, pid): self.pid = pid

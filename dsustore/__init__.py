@@ -2,121 +2,148 @@
 
 A reflection-based dynamic software update over ZODB: a :class:`Patch` records DSU
 operations, runs them with migration policies in its own transaction, checks system
-and application validations, and commits all of it at once or nothing.
+and application validations, and commits all of it at once or nothing. Migration
+scripts run from a folder with :func:`upgrade`; :func:`snapshot` and :func:`restore`
+undo an update; :class:`LiveUpdater` applies one inside a running process.
+
+The package is layered, bottom to top: ``storage`` (one adapter per storage) ←
+``mop`` (the paper's meta-object protocol) ← ``operations`` (operations, policies,
+validations) ← ``engine`` (the patch) ← ``recovery`` (snapshots) ← ``runtime`` (scripts,
+revisions, runner, lock) ← ``live`` ← ``commands`` ← ``cli``.
 """
 
 from __future__ import annotations
 
-from . import mop, policies
-from ._capacity import CapacityError
-from ._engine import Progress
-from ._gate import CommitGate, GateTimeoutError
-from ._live import LiveUpdateError, LiveUpdater, LiveUpdateResult
-from ._lock import LockHeldError, LockLostError, migration_lock
-from ._revisions import RevisionError
-from ._runner import (
+from . import mop
+from .engine import Patch, PatchReport, Progress, StageReport
+from .errors import (
+    AmbiguousRevisionError,
+    CapacityError,
+    ClassResolutionError,
+    CycleError,
     DatabaseAheadError,
     DatabaseBehindError,
-    MigrationError,
-    MigrationResult,
-    UpgradeResult,
-    current,
-    downgrade,
-    edited_scripts,
-    ensure_current,
-    pending,
-    stamp,
-    upgrade,
-)
-from ._schema import Drift, draft_operations, schema_drift
-from ._scripts import MigrationScriptError
-from ._stale import StaleCodeError, StaleCodeGuard, guard_stale_code, known_revisions
-from ._snapshots import (
-    RestoreReport,
-    Snapshot,
-    SnapshotConflictError,
-    SnapshotError,
-    UnknownSnapshotError,
-    delete_snapshot,
-    pack,
-    restore,
-    snapshot,
-    snapshots,
-)
-from ._uri import open_db
-from .errors import (
-    ClassResolutionError,
+    DatabaseLockedError,
+    DatabaseMissingError,
+    DatabaseOpenError,
     DSUError,
+    DuplicateRevisionError,
+    GateTimeoutError,
+    LiveUpdateError,
+    LockHeldError,
+    LockLostError,
+    MigrationError,
+    MigrationScriptError,
+    MissingDowngradeError,
+    MissingParentError,
+    MultipleHeadsError,
+    NoDatabaseConfiguredError,
     OperationError,
+    PartialRunError,
     PatchStateError,
     PolicyError,
     ReadOnlyStateError,
+    RevisionError,
+    SnapshotConflictError,
+    SnapshotError,
+    StaleCodeError,
+    UnknownClassError,
+    UnknownRevisionError,
+    UnknownSnapshotError,
     UpdateConflictError,
     ValidationError,
     ValidationFailure,
 )
-from .patch import Patch, PatchReport, StageReport
-from .policies import FieldPolicy, MigrationPolicy
-from .validations import Validation
+from .live import (CommitGate, LiveUpdater, LiveUpdateResult, StaleCodeGuard, guard_stale_code,
+                   known_revisions)
+from .operations import FieldPolicy, MigrationPolicy, Validation, policies, validations
+from .runtime import (Drift, MigrationLock, MigrationResult, UpgradeResult, current, downgrade,
+                      draft_operations, edited_scripts, ensure_current, migration_lock, pending,
+                      schema_drift, stamp, upgrade)
+from .recovery import (PackReport, RestoreReport, Snapshot, delete_snapshot, pack, restore,
+                        snapshot, snapshots)
+from .storage.uri import open_db
 
 __all__ = [
-    "CapacityError",
-    "ClassResolutionError",
-    "CommitGate",
-    "DSUError",
-    "DatabaseAheadError",
-    "DatabaseBehindError",
-    "Drift",
+    # the patch: the paper's operations, policies and validations (Figures 2, 4, 5)
     "FieldPolicy",
-    "GateTimeoutError",
-    "LiveUpdateError",
-    "LiveUpdateResult",
-    "LiveUpdater",
-    "LockHeldError",
-    "LockLostError",
-    "MigrationError",
     "MigrationPolicy",
-    "MigrationResult",
-    "MigrationScriptError",
-    "OperationError",
     "Patch",
     "PatchReport",
-    "PatchStateError",
-    "PolicyError",
     "Progress",
-    "ReadOnlyStateError",
-    "RestoreReport",
-    "RevisionError",
-    "Snapshot",
-    "SnapshotConflictError",
-    "SnapshotError",
     "StageReport",
-    "StaleCodeError",
-    "StaleCodeGuard",
-    "UnknownSnapshotError",
-    "UpdateConflictError",
-    "UpgradeResult",
     "Validation",
-    "ValidationError",
     "ValidationFailure",
+    "mop",
+    "policies",
+    "validations",
+    # migration scripts
+    "Drift",
+    "MigrationLock",
+    "MigrationResult",
+    "UpgradeResult",
     "current",
-    "delete_snapshot",
     "downgrade",
     "draft_operations",
     "edited_scripts",
     "ensure_current",
-    "guard_stale_code",
-    "known_revisions",
     "migration_lock",
-    "mop",
-    "open_db",
-    "pack",
     "pending",
-    "policies",
-    "restore",
     "schema_drift",
-    "snapshot",
-    "snapshots",
     "stamp",
     "upgrade",
+    # snapshots
+    "PackReport",
+    "RestoreReport",
+    "Snapshot",
+    "delete_snapshot",
+    "pack",
+    "restore",
+    "snapshot",
+    "snapshots",
+    # live update
+    "CommitGate",
+    "LiveUpdateResult",
+    "LiveUpdater",
+    "StaleCodeGuard",
+    "guard_stale_code",
+    "known_revisions",
+    # databases
+    "open_db",
+    # errors (the tree is drawn in dsustore.errors)
+    "AmbiguousRevisionError",
+    "CapacityError",
+    "ClassResolutionError",
+    "CycleError",
+    "DSUError",
+    "DatabaseAheadError",
+    "DatabaseBehindError",
+    "DatabaseLockedError",
+    "DatabaseMissingError",
+    "DatabaseOpenError",
+    "DuplicateRevisionError",
+    "GateTimeoutError",
+    "LiveUpdateError",
+    "LockHeldError",
+    "LockLostError",
+    "MigrationError",
+    "MigrationScriptError",
+    "MissingDowngradeError",
+    "MissingParentError",
+    "MultipleHeadsError",
+    "NoDatabaseConfiguredError",
+    "OperationError",
+    "PartialRunError",
+    "PatchStateError",
+    "PolicyError",
+    "ReadOnlyStateError",
+    "RevisionError",
+    "SnapshotConflictError",
+    "SnapshotError",
+    "StaleCodeError",
+    "UnknownClassError",
+    "UnknownRevisionError",
+    "UnknownSnapshotError",
+    "UpdateConflictError",
+    "ValidationError",
 ]

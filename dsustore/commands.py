@@ -12,19 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ZODB.FileStorage import FileStorage
 from ZODB.serialize import referencesf
 from ZODB.utils import u64
 
-from . import _snapshots
-from ._classes import resolve
-from ._record import class_name_of
-from ._revisions import RevisionGraph
-from ._scan import current_records
-from ._scripts import load_scripts, write_script
+from . import recovery
+from .engine import Patch
 from .errors import DSUError
 from .mop import class_counts
-from .patch import Patch
+from .mop.classes import resolve
+from .mop.records import class_name_of
+from .runtime import runner
+from .runtime.authoring import write_script
+from .runtime.history import applied_revisions
+from .runtime.revisions import RevisionGraph
+from .runtime.schema import draft_operations, schema_drift
+from .runtime.scripts import load_scripts
+from .storage import adapter_for
 
 README = """\
 # Migrations
@@ -72,8 +75,6 @@ def revision(migrations_dir: str | Path, message: str, *, autogenerate: bool = F
     if autogenerate:
         if db is None:
             raise DSUError("--autogenerate needs a database to compare the code with")
-        from ._schema import draft_operations, schema_drift
-
         operations = draft_operations(schema_drift(db))
         if operations:
             body = "\n".join(operations)
@@ -85,7 +86,7 @@ def revision(migrations_dir: str | Path, message: str, *, autogenerate: bool = F
 
 def history(migrations_dir: str | Path, *, db: Any = None) -> list[dict[str, Any]]:
     """Every script, base first, with whether ``db`` (when given) has it applied."""
-    applied = _applied(db) if db is not None else None
+    applied = applied_revisions(db) if db is not None else None
     graph = RevisionGraph(load_scripts(migrations_dir))
     heads = set(graph.heads())
     return [
@@ -107,60 +108,49 @@ def heads(migrations_dir: str | Path) -> list[str]:
 def upgrade(db: Any, migrations_dir: str | Path, target: str = "heads", *, dry_run: bool = False,
             progress: Callable[[Any], None] | None = None, **options: Any) -> dict[str, Any]:
     """Apply pending migrations up to ``target`` (options as :func:`dsustore.upgrade`)."""
-    from . import _runner
-
-    result = _runner.upgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress, **options)
-    return dict(result.as_dict(), current=list(_runner.current(db)))
+    result = runner.upgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress,
+                            **options)
+    return dict(result.as_dict(), current=list(runner.current(db)))
 
 
 def downgrade(db: Any, migrations_dir: str | Path, target: str, *, dry_run: bool = False,
               progress: Callable[[Any], None] | None = None, **options: Any) -> dict[str, Any]:
     """Undo applied migrations down to ``target`` (options as :func:`dsustore.downgrade`)."""
-    from . import _runner
-
-    result = _runner.downgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress, **options)
-    return dict(result.as_dict(), current=list(_runner.current(db)))
+    result = runner.downgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress,
+                              **options)
+    return dict(result.as_dict(), current=list(runner.current(db)))
 
 
 def current(db: Any) -> dict[str, Any]:
     """The revisions the database is at."""
-    from . import _runner
-
-    return {"current": list(_runner.current(db))}
+    return {"current": list(runner.current(db))}
 
 
 def stamp(db: Any, migrations_dir: str | Path, target: str) -> dict[str, Any]:
     """Record ``target`` as applied without running anything."""
-    from . import _runner
-
-    return {"current": list(_runner.stamp(db, migrations_dir, target))}
+    return {"current": list(runner.stamp(db, migrations_dir, target))}
 
 
 def status(db: Any, migrations_dir: str | Path) -> dict[str, Any]:
     """Where the database stands: current revisions, pending migrations, schema drift."""
-    from . import _runner
-    from ._schema import schema_drift
-
-    waiting = _runner.pending(db, migrations_dir)
+    waiting = runner.pending(db, migrations_dir)
     drift = schema_drift(db)
     return {
-        "current": list(_runner.current(db)),
+        "current": list(runner.current(db)),
         "pending": [{"revision": s.revision, "message": s.message, "path": s.path.name}
                     for s in waiting],
         "drift": [{"class": d.class_name, "kind": d.kind, "added": list(d.added),
                    "removed": list(d.removed)} for d in drift],
-        "edited": _runner.edited_scripts(db, migrations_dir),
-        "unknown": _runner.unknown_revisions(db, migrations_dir),
+        "edited": runner.edited_scripts(db, migrations_dir),
+        "unknown": runner.unknown_revisions(db, migrations_dir),
         "up_to_date": not waiting,
     }
 
 
 def plan(db: Any, migrations_dir: str | Path, target: str = "heads") -> list[dict[str, Any]]:
     """The operations each pending migration would record; nothing is run or written."""
-    from . import _runner
-
     planned = []
-    for script in _runner.pending(db, migrations_dir, target):
+    for script in runner.pending(db, migrations_dir, target):
         patch = Patch(db, description=f"plan {script.revision}").begin()
         try:
             try:
@@ -183,19 +173,19 @@ def plan(db: Any, migrations_dir: str | Path, target: str = "heads") -> list[dic
 
 def scan(db: Any) -> dict[str, Any]:
     """How many stored objects each class has."""
-    counts = class_counts(db.storage)
+    counts = class_counts(db)
     return {"classes": dict(sorted(counts.items())), "total": sum(counts.values())}
 
 
 def verify(db: Any) -> dict[str, Any]:
     """Whole-database checks: records whose class does not import, references to missing oids.
 
-    A FileStorage answers "does this oid exist" from the index it keeps in memory
-    anyway, so the walk streams; other storages are checked against the set of
-    oids the walk has seen, which grows with the database.
+    Where the storage keeps an index of oids in memory anyway (FileStorage), the walk
+    streams; other storages are checked against the set of oids the walk has seen,
+    which grows with the database.
     """
-    storage = db.storage
-    index = getattr(storage, "_index", None) if isinstance(storage, FileStorage) else None
+    adapter = adapter_for(db)
+    index = adapter.oid_index()
     known: set[bytes] = set()
     referenced: dict[bytes, bytes] = {}
     dangling: list[dict[str, str]] = []
@@ -203,7 +193,7 @@ def verify(db: Any) -> dict[str, Any]:
     broken: list[dict[str, str]] = []
     resolved: dict[str, bool] = {}
     objects = 0
-    for oid, _tid, data in current_records(storage):
+    for oid, _tid, data in adapter.current_records():
         objects += 1
         name = class_name_of(data)
         counts[name] += 1
@@ -230,36 +220,30 @@ def verify(db: Any) -> dict[str, Any]:
 def snapshot_create(db: Any, name: str | None = None, *, note: str = "",
                     directory: str | Path | None = None) -> dict[str, Any]:
     """Take a named snapshot: a transaction id, or an export file where history is not kept."""
-    return _snapshots.snapshot(db, name, note=note, directory=directory).as_dict()
+    return recovery.snapshot(db, name, note=note, directory=directory).as_dict()
 
 
 def snapshot_list(db: Any) -> list[dict[str, Any]]:
     """The recorded snapshots, oldest first."""
-    return [s.as_dict() for s in _snapshots.snapshots(db)]
+    return [s.as_dict() for s in recovery.snapshots(db)]
 
 
 def snapshot_restore(db: Any, name: str, *, force: bool = False) -> dict[str, Any]:
     """Bring the database back to snapshot ``name``."""
-    return _snapshots.restore(db, name, force=force).as_dict()
+    return recovery.restore(db, name, force=force).as_dict()
 
 
 def snapshot_delete(db: Any, name: str) -> dict[str, Any]:
     """Forget snapshot ``name``."""
-    return _snapshots.delete_snapshot(db, name).as_dict()
+    return recovery.delete_snapshot(db, name).as_dict()
 
 
 def pack(db: Any, *, days: float = 0) -> dict[str, Any]:
     """Pack old history, keeping what the snapshots need."""
-    return _snapshots.pack(db, days=days).as_dict()
+    return recovery.pack(db, days=days).as_dict()
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def _applied(db: Any) -> set[str]:
-    from ._bookkeeping import applied_revisions
-
-    return applied_revisions(db)
 
 
 def _hex(oid: bytes) -> str:

@@ -24,8 +24,7 @@ import shopmodels  # noqa: E402
 from backends import KINDS, Backend  # noqa: E402
 from servers import PostgresServer  # noqa: E402
 
-from dsustore._namespace import last_transaction  # noqa: E402
-from dsustore._scan import current_records  # noqa: E402
+from dsustore.storage import adapter_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +83,17 @@ def shop_db(db: ZODB.DB) -> ZODB.DB:
 
 def storage_image(database: ZODB.DB) -> dict[bytes, tuple[bytes, bytes]]:
     """Every current record (oid → (tid, data)): equal images mean an unchanged database."""
-    return {oid: (tid, data) for oid, tid, data in current_records(database.storage)}
+    return {oid: (tid, data) for oid, tid, data in adapter_for(database).current_records()}
+
+
+def last_transaction(database: ZODB.DB) -> bytes:
+    """The database's last committed transaction, asked afresh of its storage."""
+    return adapter_for(database).last_committed()
+
+
+def keeps_history(database: ZODB.DB) -> bool:
+    """Whether the database's storage keeps old revisions."""
+    return adapter_for(database).keeps_history
 
 
 @pytest.fixture

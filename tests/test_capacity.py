@@ -15,7 +15,7 @@ from BTrees.IOBTree import IOBTree
 
 import shopmodels
 from dsustore import CapacityError, Patch
-from dsustore._capacity import lock_capacity
+from dsustore.engine.capacity import lock_capacity
 from servers import PostgresServer, open_relstorage_db
 
 NOTES = 15_000

@@ -265,7 +265,7 @@ def test_progress_reporter_draws_a_bar_on_a_tty_and_lines_elsewhere():
     import io
 
     from dsustore import Progress
-    from dsustore._progress import ProgressReporter
+    from dsustore.cli.progress import ProgressReporter
 
     tty = io.StringIO()
     reporter = ProgressReporter(tty, tty=True, interval=0)

@@ -306,9 +306,9 @@ def test_a_container_cached_before_its_members_class_was_reloaded_can_still_be_w
 def test_a_large_commit_makes_other_connections_drop_their_caches(shop_db, monkeypatch):
     """Above FULL_INVALIDATION_AT records the other connections reset their caches instead of
     being handed every oid; they see the new state all the same."""
-    import dsustore._savepoints
+    import dsustore.storage.savepoints
 
-    monkeypatch.setattr(dsustore._savepoints, "FULL_INVALIDATION_AT", 1)
+    monkeypatch.setattr(dsustore.storage.savepoints, "FULL_INVALIDATION_AT", 1)
     tm = transaction.TransactionManager()
     app = shop_db.open(transaction_manager=tm)
     assert app.root()["users"]["user1"].name == "user1"
@@ -326,16 +326,17 @@ def test_on_zeo_the_catch_up_learns_what_changed_from_invalidations(shop_db, sto
                                                                      monkeypatch):
     """A ZEO client hears of every commit: the catch-up uses that instead of reading the
     transaction log back, a round trip per record; other storages read their log."""
-    import dsustore.patch
+    from dsustore.storage import adapter_for
 
     listed: list[bytes] = []
-    real = dsustore.patch.changed_since
+    adapter = adapter_for(shop_db)
+    real = adapter.changed_since
 
-    def changed_since(storage, since, upto=None):
+    def changed_since(since, upto=None):
         listed.append(since)
-        return real(storage, since, upto)
+        return real(since, upto)
 
-    monkeypatch.setattr(dsustore.patch, "changed_since", changed_since)
+    monkeypatch.setattr(adapter, "changed_since", changed_since)
 
     def policy(old, new, old_ns, new_ns):
         if old.name == "user2":

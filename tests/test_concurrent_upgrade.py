@@ -22,9 +22,10 @@ import pytest
 import shopmodels
 from backends import SHARED_KINDS
 from dsustore import mop
-from dsustore._bookkeeping import applied_revisions, bookkeeping
-from dsustore._lock import LockHeldError
-from dsustore._runner import upgrade
+from dsustore.engine.bookkeeping import bookkeeping
+from dsustore.errors import LockHeldError
+from dsustore.runtime.history import applied_revisions
+from dsustore.runtime.runner import upgrade
 
 TESTS = Path(__file__).parent
 
@@ -56,7 +57,7 @@ UPGRADER = '''
 import json, sys, time
 from pathlib import Path
 from dsustore import open_db
-from dsustore._runner import upgrade
+from dsustore.runtime.runner import upgrade
 
 uri, folder, go, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 db = open_db(uri)
@@ -74,7 +75,7 @@ LOCK_HOLDER = '''
 import sys, time
 from pathlib import Path
 from dsustore import open_db
-from dsustore._lock import MigrationLock
+from dsustore.runtime.lock import MigrationLock
 
 uri, ready = sys.argv[1], Path(sys.argv[2])
 db = open_db(uri)
@@ -204,7 +205,7 @@ MIGRATOR = '''
 import json, sys
 from pathlib import Path
 from dsustore import open_db
-from dsustore._runner import upgrade
+from dsustore.runtime.runner import upgrade
 
 uri, folder, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 db = open_db(uri)

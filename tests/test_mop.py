@@ -9,7 +9,7 @@ from shopmodels import Admin, Product, User
 
 import dsustore
 from dsustore import mop
-from dsustore._namespace import last_transaction
+from conftest import last_transaction
 
 
 def test_all_instances_finds_instances_and_subclass_instances(shop_db):

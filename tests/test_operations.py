@@ -8,7 +8,7 @@ from shopmodels import Admin, Money, Product, User
 
 import dsustore
 from dsustore import Patch, policies
-from dsustore._operations import AddField, RemoveField, RenameClass, RenameField
+from dsustore.operations.ops import AddField, RemoveField, RenameClass, RenameField
 
 
 def users(conn):

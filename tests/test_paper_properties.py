@@ -12,6 +12,9 @@ import dsustore
 from dsustore import Patch, mop, policies
 
 from conftest import storage_image
+from dsustore.mop.classes import resolve
+from dsustore.mop.records import class_name_of
+from dsustore.storage import adapter_for
 
 
 def test_property_application_dependent_migration_policies(shop_db, reader):
@@ -53,8 +56,8 @@ def test_property_eager_migration(shop_db):
     """Every stored instance is migrated at commit, before any is loaded by the application."""
     with Patch(shop_db) as patch:
         patch.add_field(User, "email", "e")
-    for oid, _tid, data in dsustore._scan.current_records(shop_db.storage):
-        if dsustore._record.class_name_of(data) in ("shopmodels.User", "shopmodels.Admin"):
+    for oid, _tid, data in adapter_for(shop_db).current_records():
+        if class_name_of(data) in ("shopmodels.User", "shopmodels.Admin"):
             assert b"email" in data
 
 
@@ -87,7 +90,7 @@ def test_property_causality(shop_db, monkeypatch):
     with Patch(shop_db) as patch:
         patch.rename_class(User, "shopmodels.Customer")
     for name in mop.class_counts(shop_db.storage):
-        assert dsustore._classes.resolve(name) is not None, name
+        assert resolve(name) is not None, name
     app = shop_db.open()
     again = app.root()["users"]["user1"]
     # the idle connection's cache held an object of a replaced class: it starts afresh

@@ -10,19 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsustore._revisions import (
+from dsustore.errors import (
     AmbiguousRevisionError,
     CycleError,
+    DSUError,
     DuplicateRevisionError,
     MissingDowngradeError,
     MissingParentError,
     MultipleHeadsError,
     RevisionError,
-    RevisionGraph,
     UnknownRevisionError,
 )
-from dsustore._scripts import Script, load_scripts
-from dsustore.errors import DSUError
+from dsustore.runtime.revisions import RevisionGraph
+from dsustore.runtime.scripts import Script, load_scripts
 
 Spec = tuple[str, str, object]  # (file name, revision, down_revision)
 Build = Callable[..., RevisionGraph]

@@ -16,13 +16,13 @@ from ZODB.utils import tid_repr, u64
 import shopmodels
 from conftest import storage_image
 from dsustore import DSUError, PolicyError, UpdateConflictError
-from dsustore._snapshots import keeps_history
-from dsustore._bookkeeping import ROOT_KEY, applied_records, applied_revisions, bookkeeping
-from dsustore._lock import LockHeldError, LockLostError, MigrationLock, migration_lock
-from dsustore._runner import (
-    DatabaseAheadError,
-    DatabaseBehindError,
-    MigrationError,
+from conftest import keeps_history
+from dsustore.engine.bookkeeping import ROOT_KEY, bookkeeping
+from dsustore.errors import (DatabaseAheadError, DatabaseBehindError, LockHeldError,
+                             LockLostError, MigrationError)
+from dsustore.runtime.history import applied_records, applied_revisions
+from dsustore.runtime.lock import MigrationLock, migration_lock
+from dsustore.runtime.runner import (
     current,
     downgrade,
     edited_scripts,
@@ -31,7 +31,7 @@ from dsustore._runner import (
     stamp,
     upgrade,
 )
-from dsustore._schema import Drift, draft_operations, schema_drift, stored_schema
+from dsustore.runtime.schema import Drift, draft_operations, schema_drift, stored_schema
 
 
 def write_script(folder: Path, revision: str, down: str | None, upgrade_body: str,
@@ -119,7 +119,7 @@ def test_upgrade_applies_in_order_and_records_each_migration(shop_db, migrations
 
 def test_upgrade_records_the_script_checksum(shop_db, migrations):
     """The record's checksum is the script's, so later edits can be noticed."""
-    from dsustore._scripts import load_scripts
+    from dsustore.runtime.scripts import load_scripts
 
     upgrade(shop_db, migrations, "0001")
     script = next(s for s in load_scripts(migrations) if s.revision == "0001")
@@ -160,7 +160,7 @@ def test_a_broken_migration_is_named_and_leaves_the_database_as_before_it(shop_d
         products = [p._p_oid for p in conn.root()["products"].values()]
     image = storage_image(shop_db)
     assert [u64(image[oid][0]) for oid in products] == [last] * len(products)  # 0003 wrote them last
-    if keeps_history(shop_db.storage):  # and the log names no transaction of 0004
+    if keeps_history(shop_db):  # and the log names no transaction of 0004
         history = [t.description for t in shop_db.storage.iterator()]
         migration_txns = [d for d in history if d.startswith(b"dsustore migration ")]
         assert migration_txns[-1].startswith(b"dsustore migration 0003:")
@@ -293,7 +293,7 @@ def test_edited_script_is_detected_and_logged(shop_db, migrations, caplog):
     path = next(migrations.glob("0001_*.py"))
     path.write_text(path.read_text().replace("x@example.org", "y@example.org"))
     assert edited_scripts(shop_db, migrations) == ["0001"]
-    with caplog.at_level(logging.WARNING, logger="dsustore._runner"):
+    with caplog.at_level(logging.WARNING, logger="dsustore.runtime.runner"):
         result = upgrade(shop_db, migrations)
     assert result.edited == ["0001"]
     assert "0001" in caplog.text and "changed after being applied" in caplog.text
@@ -368,7 +368,7 @@ def test_a_lock_taken_over_during_a_migration_stops_its_commit(shop_db, tmp_path
     """If another owner takes the lease mid-migration, the migration does not commit."""
     folder = tmp_path / "m"
     path = write_script(folder, "0001", None, STEAL_LOCK)
-    path.write_text("from dsustore._bookkeeping import bookkeeping\n" + path.read_text())
+    path.write_text("from dsustore.engine.bookkeeping import bookkeeping\n" + path.read_text())
     with pytest.raises(error) as stopped:
         upgrade(shop_db, folder, on_conflict=on_conflict)
     assert stopped.value.migration == "0001"
@@ -466,9 +466,8 @@ def test_runner_works_on_a_reopened_file_storage(tmp_path, migrations):
 
 def _migration_transactions(db) -> list[bytes] | None:
     """Descriptions of the migration transactions; None where the storage keeps no log."""
-    from dsustore._snapshots import keeps_history
 
-    if not keeps_history(db.storage):
+    if not keeps_history(db):
         return None
     return [t.description for t in db.storage.iterator() if t.description.startswith(b"dsustore migration")]
 

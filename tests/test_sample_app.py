@@ -26,7 +26,7 @@ from ZODB.MappingStorage import MappingStorage
 from ZODB.POSException import ConflictError
 
 import dsustore
-from dsustore._bookkeeping import reading
+from dsustore.storage.connections import reading
 from conftest import SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
 from sample_app import releases
 from sample_app.database import open_database

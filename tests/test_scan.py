@@ -7,14 +7,15 @@ import transaction
 
 import shopmodels
 from dsustore import mop
-from dsustore._namespace import last_transaction, snapshot_tid
-from dsustore._scan import changed_since, current_records
+from dsustore.storage import adapter_for
+
+from conftest import last_transaction
 
 
 def test_an_empty_storage_scans_as_empty(backend):
     """A storage with no record at all (not even the root) yields nothing, without error."""
     storage = backend.open_storage()
-    assert list(current_records(storage)) == []
+    assert list(adapter_for(storage).current_records()) == []
     assert mop.class_counts(storage) == {}
 
 
@@ -33,7 +34,7 @@ def test_the_scan_sees_what_another_client_committed(backend):
     """
     db = backend.open()
     writer = backend.open() if backend.shared else db
-    list(current_records(db.storage))  # the reading side has scanned once already
+    list(adapter_for(db).current_records())  # the reading side has scanned once already
     with writer.transaction() as conn:
         shopmodels.populate(conn.root())
     counts = mop.class_counts(db.storage)
@@ -54,7 +55,7 @@ def test_a_scan_gives_the_state_as_of_the_connection_it_serves(db):
     tm = transaction.TransactionManager(explicit=True)
     tm.begin()
     early = db.open(transaction_manager=tm)
-    at = snapshot_tid(early)
+    at = adapter_for(db).snapshot_tid(early)
     with db.transaction() as conn:
         conn.root()["users"]["user1"].name = "renamed"
         conn.root()["users"]["new"] = shopmodels.User("new")
@@ -88,8 +89,8 @@ def test_changed_since_lists_what_later_transactions_wrote(backend):
     with writer.transaction() as conn:
         conn.root()["products"]["p0"].title = "changed again"
         written.add(conn.root()["products"]["p0"]._p_oid)
-    assert sorted(changed_since(db.storage, since)) == sorted(written)
-    assert changed_since(db.storage, last_transaction(db)) == []
+    assert sorted(adapter_for(db).changed_since(since)) == sorted(written)
+    assert adapter_for(db).changed_since(last_transaction(db)) == []
 
 
 @pytest.mark.parametrize("storage_kind", ["relstorage-hp", "relstorage-hf"])
@@ -105,7 +106,7 @@ def test_changed_since_asks_relstorage_without_walking_transactions(backend, mon
         raise AssertionError("changed_since walked the transaction iterator")
 
     monkeypatch.setattr(db.storage, "iterator", no_iterator)
-    assert sorted(changed_since(db.storage, since)) == sorted(written)
+    assert sorted(adapter_for(db).changed_since(since)) == sorted(written)
 
 
 def test_a_filestorage_scan_and_its_changes_are_read_while_a_commit_is_being_written(file_db):
@@ -124,10 +125,10 @@ def test_a_filestorage_scan_and_its_changes_are_read_while_a_commit_is_being_wri
         conn.root()["bulk"][0]["text"] = "changed"
         changed_oid = conn.root()["bulk"][0]._p_oid
     upto = last_transaction(file_db)
-    storage = file_db.storage
-    with open(storage._file_name, "ab") as file:  # the first bytes of a commit in progress
+    adapter = adapter_for(file_db)
+    with open(adapter.path, "ab") as file:  # the first bytes of a commit in progress
         file.write(b"\x03\xff" * 50)
-    records = {oid: data for oid, _tid, data in current_records(storage, at=at)}
+    records = {oid: data for oid, _tid, data in adapter.current_records(at=at)}
     assert len(records) == 302  # the root, the mapping, its 300 values
     assert b"changed" not in records[changed_oid]  # as of ``at``: from before the change
-    assert changed_since(storage, at, upto) == [changed_oid]
+    assert adapter.changed_since(at, upto) == [changed_oid]

@@ -8,20 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from dsustore._revisions import (
+from dsustore.errors import (
+    DSUError,
     DuplicateRevisionError,
+    MigrationScriptError,
     MissingParentError,
     MultipleHeadsError,
-    RevisionGraph,
 )
-from dsustore._scripts import (
-    MigrationScriptError,
-    load_scripts,
-    next_revision_id,
-    script_checksum,
-    write_script,
-)
-from dsustore.errors import DSUError
+from dsustore.runtime.authoring import next_revision_id, write_script
+from dsustore.runtime.revisions import RevisionGraph
+from dsustore.runtime.scripts import load_scripts, script_checksum
 
 
 def put(folder: Path, filename: str, source: str) -> Path:

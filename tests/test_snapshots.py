@@ -8,13 +8,11 @@ from conftest import storage_image
 from ZODB.utils import tid_repr
 
 from dsustore import Patch
-from dsustore._bookkeeping import bookkeeping
-from dsustore._namespace import last_transaction
-from dsustore._snapshots import (
-    SnapshotConflictError,
-    UnknownSnapshotError,
+from conftest import keeps_history, last_transaction
+from dsustore.engine.bookkeeping import bookkeeping
+from dsustore.errors import SnapshotConflictError, UnknownSnapshotError
+from dsustore.recovery import (
     delete_snapshot,
-    keeps_history,
     pack,
     restore,
     snapshot,
@@ -46,7 +44,7 @@ def test_restore_brings_back_every_object_in_one_new_transaction(shop_db):
     Where the storage keeps history the snapshot is a transaction id; on a history-free
     storage it is an export, which cannot tell application writes apart (None).
     """
-    history = keeps_history(shop_db.storage)
+    history = keeps_history(shop_db)
     before_fields = _user_fields(shop_db)
     snap = snapshot(shop_db, "start")
     before_image = _app_image(shop_db)
@@ -93,7 +91,7 @@ def test_restore_refuses_over_application_writes_naming_counts(shop_db, unchange
         conn.root()["users"]["user1"].password = "changed"
     with shop_db.transaction() as conn:
         conn.root()["users"]["user2"].password = "changed too"
-    if not keeps_history(shop_db.storage):
+    if not keeps_history(shop_db):
         report = restore(shop_db, "start")
         assert report.kind == "export" and report.application_transactions is None
         assert report.transactions_since == 2 and report.rewritten == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dsustore import open_db
-from dsustore._snapshots import keeps_history
-from dsustore._uri import DatabaseOpenError
+from conftest import keeps_history
+from dsustore.errors import DatabaseOpenError
 from servers import free_port
 
 URI_KINDS = ["file", "zeo", "relstorage-hp", "relstorage-hf"]
@@ -19,7 +19,7 @@ def test_open_db_opens_the_database_its_uri_names(backend):
     try:
         with db.transaction() as conn:
             conn.root()["via"] = "uri"
-        assert keeps_history(db.storage) is backend.keep_history
+        assert keeps_history(db) is backend.keep_history
     finally:
         db.close()
     other = backend.open()

@@ -1,0 +1,43 @@
+"""DSU bookkeeping: what a database knows about the updates applied to it.
+
+Everything lives under one root key, ``"dsustore"``, in a :class:`Bookkeeping`
+object, so the records travel with the data (a copied Data.fs knows its own
+revision) and are written in the same transaction as the update they describe:
+the migrations applied (:mod:`dsustore.runtime.history`), the schema each stored
+class had then (:mod:`dsustore.runtime.schema`), the snapshots
+(:mod:`dsustore.recovery`) and the migration lock (:mod:`dsustore.runtime.lock`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import persistent
+from BTrees.OOBTree import OOBTree
+
+ROOT_KEY = "dsustore"
+
+
+class Bookkeeping(persistent.Persistent):
+    """The dsustore state of one database (stored at ``root["dsustore"]``).
+
+    ``applied``: revision → record dict; ``schema``: dotted class name → declared
+    fields; ``snapshots``: name → dict; ``lock``: the migration lease or None.
+    """
+
+    def __init__(self) -> None:
+        self.applied: OOBTree = OOBTree()
+        self.schema: dict[str, list[str]] = {}
+        self.snapshots: OOBTree = OOBTree()
+        self.lock: dict[str, Any] | None = None
+
+
+def bookkeeping(root: Any, *, create: bool = False) -> Bookkeeping | None:
+    """The bookkeeping object under ``root``; made (in the caller's transaction) if ``create``."""
+    found = root.get(ROOT_KEY)
+    if found is None and create:
+        found = root[ROOT_KEY] = Bookkeeping()
+    return found
+
+
+__all__ = ["ROOT_KEY", "Bookkeeping", "bookkeeping"]

@@ -1,0 +1,121 @@
+"""What an update did, and where a running one is: the reports a patch returns and hands out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Progress:
+    """Where a running update is: handed to the ``progress`` callback of a patch."""
+
+    phase: str
+    scanned: int
+    migrated: int
+    total: int | None
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.scanned / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if not self.total or not self.rate:
+            return None
+        return max(self.total - self.scanned, 0) / self.rate
+
+
+@dataclass(kw_only=True)
+class Figures:
+    """What a stage, or a whole patch, did to the stored objects."""
+
+    operations: list[str] = field(default_factory=list)
+    #: objects migrated, per class
+    migrated: dict[str, int] = field(default_factory=dict)
+    references_rewritten: int = 0
+    scanned: int = 0
+    validations: list[str] = field(default_factory=list)
+    #: instances of removed classes nothing referenced, per class (garbage for pack)
+    unreferenced_removed: dict[str, int] = field(default_factory=dict)
+    duration: float = 0.0
+
+    @property
+    def objects_migrated(self) -> int:
+        return sum(self.migrated.values())
+
+    def figures(self) -> dict[str, Any]:
+        """The figures, JSON-ready."""
+        return {
+            "operations": list(self.operations),
+            "migrated": dict(self.migrated),
+            "references_rewritten": self.references_rewritten,
+            "scanned": self.scanned,
+            "validations": list(self.validations),
+            "unreferenced_removed": dict(self.unreferenced_removed),
+        }
+
+
+@dataclass(kw_only=True)
+class StageReport(Figures):
+    """What one stage of a patch did (a migration, when a runner applies several at once)."""
+
+    label: str | None
+    #: the classes with instances once the stage has run
+    classes: list[str] = field(default_factory=list)
+    tid_before: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, **self.figures()}
+
+
+@dataclass(kw_only=True)
+class PatchReport(Figures):
+    """What a patch did: returned by :meth:`Patch.commit`."""
+
+    committed: bool
+    dry_run: bool
+    tid_before: str
+    tid_after: str | None
+    attempts: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    stages: list[StageReport] = field(default_factory=list)
+    #: objects other transactions committed during the update, migrated just before its commit
+    caught_up: int = 0
+
+    @classmethod
+    def of_stages(cls, stages: list[StageReport], **facts: Any) -> PatchReport:
+        """The report of a patch: its stages' figures, summed."""
+        migrated: Counter[str] = Counter()
+        unreferenced: Counter[str] = Counter()
+        for stage in stages:
+            migrated.update(stage.migrated)
+            unreferenced.update(stage.unreferenced_removed)
+        return cls(
+            operations=[op for stage in stages for op in stage.operations],
+            migrated=dict(migrated),
+            references_rewritten=sum(stage.references_rewritten for stage in stages),
+            scanned=sum(stage.scanned for stage in stages),
+            validations=[v for stage in stages for v in stage.validations],
+            unreferenced_removed=dict(unreferenced),
+            stages=stages,
+            **facts,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form of the report."""
+        return {
+            "committed": self.committed,
+            "dry_run": self.dry_run,
+            "tid_before": self.tid_before,
+            "tid_after": self.tid_after,
+            **self.figures(),
+            "duration": round(self.duration, 3),
+            "attempts": self.attempts,
+            "caught_up": self.caught_up,
+            **({"stages": [stage.as_dict() for stage in self.stages]} if len(self.stages) > 1
+               else {}),
+            **self.extra,
+        }

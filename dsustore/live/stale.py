@@ -1,0 +1,104 @@
+"""The stale-code guard: a process whose code is older than the database does not write.
+
+After an upgrade, a process still running the previous code (a second server, or
+one that missed a live update) would write objects in the old shape into the
+migrated database. The guard refuses that commit: a connection that is about to
+write checks the migrations the database has applied against those its code
+knows, and raises :class:`StaleCodeError` when the database is ahead. Reads are not
+affected.
+
+The check also marks the bookkeeping object as read-current, so a write that was
+begun before an upgrade and commits after it fails with a conflict (and is retried
+on the new state, where the check refuses it or the new code runs it) instead of
+slipping in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ZODB.utils import z64
+
+from ..engine.bookkeeping import ROOT_KEY
+from ..errors import StaleCodeError
+from ..runtime.revisions import RevisionGraph
+from ..runtime.scripts import load_scripts
+from ..storage.transactions import is_dsustore
+
+_GUARD = "_dsustore_stale_code_guard"
+
+
+class StaleCodeGuard:
+    """Refuses commits from ``db``'s connections while the database has unknown migrations."""
+
+    def __init__(self, db: Any, revisions: Iterable[str]) -> None:
+        self.db = db
+        self.known = frozenset(revisions)
+        self.refused = 0
+
+    def allow(self, revisions: Iterable[str]) -> None:
+        """The code now knows ``revisions`` (after a live update loaded it)."""
+        self.known = frozenset(revisions)
+
+    def check(self, conn: Any) -> None:
+        """Raise :class:`StaleCodeError` if ``conn``'s database is ahead of the code."""
+        root = conn.get(z64)
+        bk = root.get(ROOT_KEY) if hasattr(root, "get") else None
+        if bk is None:
+            return
+        unknown = set(bk.applied.keys()) - self.known
+        if unknown:
+            self.refused += 1
+            raise StaleCodeError(
+                f"the database has migration(s) {', '.join(sorted(unknown))} that this process's "
+                "code does not know; it refuses to write old-shaped objects. Load the new code "
+                "(restart or live-update) to write again",
+                unknown=unknown, migration=min(unknown),
+            )
+        conn.readCurrent(bk)
+
+    def uninstall(self) -> None:
+        """Stop guarding (connections keep their class; they just stop checking)."""
+        self.db.__dict__.pop(_GUARD, None)
+
+
+class _GuardedConnection:
+    """Mixed into the database's connection class: checks the guard before writing."""
+
+    def tpc_begin(self, transaction: Any) -> None:  # noqa: D102 (ZODB's interface)
+        super().tpc_begin(transaction)  # first, so a refusal aborts the commit cleanly
+        guard = self.db().__dict__.get(_GUARD)
+        if guard is not None and not is_dsustore(transaction):
+            guard.check(self)  # dsustore's own transactions (updates, locks) are not the app's
+
+
+def guard_stale_code(db: Any, revisions: Iterable[str]) -> StaleCodeGuard:
+    """Make every connection of ``db`` refuse to write once the database has migrations
+    beyond ``revisions`` (the ones this process's code knows; see :func:`known_revisions`)."""
+    guard = StaleCodeGuard(db, revisions)
+    klass = db.klass
+    if not issubclass(klass, _GuardedConnection):
+        guarded = type(f"Guarded{klass.__name__}", (_GuardedConnection, klass), {})
+        db.klass = guarded
+        for pool in (db.pool, db.historical_pool):
+            for conn in list(pool.all):
+                if type(conn) is klass:
+                    conn.__class__ = guarded
+    db.__dict__[_GUARD] = guard
+    return guard
+
+
+def known_revisions(migrations_dir: str | Path, head: str | None = None) -> set[str]:
+    """The revisions code with these migrations knows: all of them, or ``head`` and its ancestors."""
+    return revisions_in(RevisionGraph(load_scripts(migrations_dir)), head)
+
+
+def revisions_in(graph: RevisionGraph, head: str | None = None) -> set[str]:
+    """The revisions of ``graph``: all of them, or ``head`` and its ancestors."""
+    scripts = graph.history() if head is None else graph.upgrade_path((), head)
+    return {script.revision for script in scripts}
+
+
+__all__ = ["StaleCodeGuard", "guard_stale_code", "known_revisions", "revisions_in"]

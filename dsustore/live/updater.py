@@ -1,0 +1,164 @@
+"""Live update: migrate the database a running process uses, then switch the process to the new code.
+
+The sequence, all inside the running process:
+
+1. the new code is loaded (``load_code`` imports it), holding the application for
+   that moment only; from then on the updater's thread sees the new modules and
+   every other thread the old ones (:mod:`dsustore.live.code`), so requests keep
+   running the old code on the old state;
+2. the pending migrations run as the stages of one patch in its own connection
+   (one atomic commit for all of them), while the application keeps serving;
+3. the commit gate closes: transactions in flight end, new ones wait; objects the
+   application committed meanwhile are migrated too; the patch commits; cached
+   objects of every connection are swapped to the new classes; the application
+   switches to the new code (``on_switch``) and the stale-code guard learns the new
+   revisions; the gate opens.
+
+If anything fails before the commit, the process goes on with the old code and the
+old data: ``sys.modules`` and ``sys.path`` are restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine import Patch, PatchReport, Progress
+from ..errors import LiveUpdateError
+from ..mop.swap import swap_live_objects
+from ..runtime.runner import UpgradeResult, migrate, revision_graph
+from .code import CodeVersions
+from .gate import CommitGate
+from .stale import StaleCodeGuard, revisions_in
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveUpdateResult:
+    """What a live update did."""
+
+    upgrade: UpgradeResult
+    #: whether the process now runs the new code
+    switched: bool
+    #: how long the application's transactions were held while the new code was imported,
+    #: and while the update committed, in seconds
+    load_pause: float = 0.0
+    commit_pause: float = 0.0
+
+    @property
+    def paused(self) -> float:
+        """The longest time the application's transactions were held."""
+        return max(self.load_pause, self.commit_pause)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"switched": self.switched, "paused": round(self.paused, 4),
+                "load_pause": round(self.load_pause, 4), "commit_pause": round(self.commit_pause, 4),
+                **self.upgrade.as_dict()}
+
+
+class LiveUpdater:
+    """Applies pending migrations to ``db`` while its process keeps serving, then switches code.
+
+    ``load_code()`` imports the new version of the application into ``sys.modules``;
+    ``on_switch()`` is called inside the gate once the database is migrated, for the
+    application to start using the new modules. ``gate`` is the
+    :class:`CommitGate` the application scopes its transactions with; ``guard``
+    (optional) is the process's :class:`StaleCodeGuard`, told the new revisions.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        migrations_dir: str | Path,
+        *,
+        load_code: Callable[[], Any],
+        gate: CommitGate | None = None,
+        guard: StaleCodeGuard | None = None,
+        on_switch: Callable[[], Any] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        lock_wait: float = 0,
+        lock_ttl: float = 3600,
+    ) -> None:
+        self.db = db
+        self.migrations_dir = migrations_dir
+        self.load_code = load_code
+        self.gate = gate or CommitGate()
+        self.guard = guard
+        self.on_switch = on_switch
+        self.progress = progress
+        self.lock_wait = lock_wait
+        self.lock_ttl = lock_ttl
+        self._running = threading.Lock()
+
+    def upgrade(self, target: str = "heads") -> LiveUpdateResult:
+        """Load the new code, migrate up to ``target`` in one transaction, and switch."""
+        if not self._running.acquire(blocking=False):
+            raise LiveUpdateError("a live update is already running in this process")
+        try:
+            return self._upgrade(target)
+        finally:
+            self._running.release()
+
+    def _upgrade(self, target: str) -> LiveUpdateResult:
+        saved_modules = dict(sys.modules)
+        saved_path = list(sys.path)
+        with self.gate.closed():  # nothing may unpickle while sys.modules changes
+            try:
+                self.load_code()
+            except Exception as err:
+                CodeVersions(saved_modules, saved_path).rollback()
+                raise LiveUpdateError(
+                    f"the new code does not load: {type(err).__name__}: {err}") from err
+            versions = CodeVersions(saved_modules, saved_path)
+            versions.install()
+        load_pause = self.gate.last_closed
+        log.info("live update: new code loaded (%d modules replaced); migrating", len(versions.old))
+        committed = False
+        known: set[str] = set()
+
+        def switch(patch: Patch | None, report: PatchReport | None) -> None:
+            nonlocal committed
+            committed = True
+            versions.switch()
+            if self.guard is not None:
+                self.guard.allow(known)
+            if self.on_switch is not None:
+                self.on_switch()
+
+        def configure(patch: Patch) -> None:
+            patch.commit_gate = self.gate.closed
+            patch.isolated_caches = True  # the application's threads run the old code meanwhile
+            patch.after_commit(switch)
+
+        try:
+            with versions.new_code_here():
+                graph = revision_graph(self.migrations_dir)
+                # worked out now: the switch runs while the application is held
+                head = None if target in ("head", "heads") else target
+                known = revisions_in(graph, head)
+                result = migrate(self.db, self.migrations_dir, "upgrade", target, graph=graph,
+                                 lock_wait=self.lock_wait, lock_ttl=self.lock_ttl,
+                                 transaction_per_migration=False, progress=self.progress,
+                                 on_conflict="retry", configure=configure)
+                if not committed:  # nothing to migrate: switch to the new code all the same
+                    with self.gate.closed():
+                        switch(None, None)
+                        swap_live_objects(self.db)
+        except BaseException:
+            if not committed:
+                versions.rollback()
+                log.exception("live update failed; the process continues on the old code and data")
+            raise
+        log.info("live update done: %d migration(s); application held %.3fs to load code, "
+                 "%.3fs to commit", len(result.migrations), load_pause, self.gate.last_closed)
+        return LiveUpdateResult(result, switched=True, load_pause=load_pause,
+                                commit_pause=self.gate.last_closed)
+
+
+__all__ = ["LiveUpdateResult", "LiveUpdater"]

@@ -1,0 +1,281 @@
+"""The DSU operations (paper, Figure 2) as data: printable, checkable, reversible where they can be.
+
+An operation is recorded by a patch and executed only when the patch commits. Each
+knows which stored classes it applies to (a class and its subclasses), what it does
+to one stored instance, what it promises about the instance afterwards (checked by a
+system validation), and its inverse when it has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import OperationError
+from ..mop.classes import declared_fields, require, resolve
+from ..mop.instance import StoredInstance
+from .policies import FieldPolicy, MigrationPolicy, as_policy, field_policy
+from .validations import as_validation
+
+
+class Context:
+    """What operations may use while they run: the two namespaces."""
+
+    old_ns: Any
+    new_ns: Any
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Base of all operations."""
+
+    name: ClassVar[str] = "operation"
+    #: whether the operation changes stored instances of its class (and subclasses)
+    per_instance: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def reverse(self) -> Operation | None:
+        """The operation that undoes this one, or None when data is lost."""
+        return None
+
+    def targets(self) -> tuple[str, ...]:
+        """Dotted names of the classes the operation applies to (its own class by default)."""
+        class_name = getattr(self, "class_name", None)
+        return (class_name,) if class_name else ()
+
+    def prepare(self, ctx: Context) -> None:
+        """Class-level checks and work, before any instance is migrated."""
+
+    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+        """Migrate one stored instance."""
+
+    def broken_promise(self, inst: StoredInstance) -> str | None:
+        """Why the instance does not have the shape this operation promises, if it does not."""
+        return None
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _set_field(inst: StoredInstance, policy: MigrationPolicy, name: str | None,
+               ctx: Context, *, keep_existing: bool = False) -> None:
+    """Run a policy on one instance, at the dict level when the policy allows it."""
+    if isinstance(policy, FieldPolicy) and not policy.needs_new and name is not None:
+        fields = inst.fields
+        if keep_existing and name in fields:
+            return
+        fields[name] = policy.value(inst.old, None, ctx.old_ns, ctx.new_ns)
+        return
+    if keep_existing and name is not None and name in inst.fields:
+        return
+    policy.migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+
+
+@dataclass(frozen=True)
+class AddClass(Operation):
+    """A class new in the code; its initializer sets up class-level state in the new namespace."""
+
+    name: ClassVar[str] = "add_class"
+    class_name: str
+    initializer: Any = None
+
+    def describe(self) -> str:
+        init = f", initializer={as_policy(self.initializer).describe()}" if self.initializer else ""
+        return f"add_class({self.class_name}{init})"
+
+    def reverse(self) -> Operation | None:
+        return RemoveClass(self.class_name)
+
+    def prepare(self, ctx: Context) -> None:
+        cls = require(self.class_name, operation=self.describe())
+        if self.initializer is not None:
+            as_policy(self.initializer).migrate(None, cls, ctx.old_ns, ctx.new_ns)
+
+
+@dataclass(frozen=True)
+class ChangeSuperclass(Operation):
+    """A class now derives from another; its instances get the fields the new base declares."""
+
+    name: ClassVar[str] = "change_superclass"
+    per_instance: ClassVar[bool] = True
+    class_name: str
+    superclass: str
+    policy: Any = None
+    promised: tuple[str, ...] = field(default=(), compare=False)
+
+    def describe(self) -> str:
+        policy = f", policy={as_policy(self.policy).describe()}" if self.policy else ""
+        return f"change_superclass({self.class_name}, {self.superclass}{policy})"
+
+    def prepare(self, ctx: Context) -> None:
+        cls = require(self.class_name, operation=self.describe())
+        base = require(self.superclass, operation=self.describe())
+        if not issubclass(cls, base):
+            raise OperationError(
+                f"the code's class does not derive from {self.superclass}; change the class "
+                "in the code first, the patch migrates the stored instances",
+                operation=self.describe(),
+                class_name=self.class_name,
+            )
+        promised = tuple(f for f in declared_fields(base) if not hasattr(cls, f))
+        object.__setattr__(self, "promised", promised)
+
+    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+        if self.policy is not None:
+            as_policy(self.policy).migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+
+    def broken_promise(self, inst: StoredInstance) -> str | None:
+        missing = [f for f in self.promised if not inst.has_field(f)]
+        if missing:
+            return f"lacks {', '.join(missing)} declared by {self.superclass}"
+        return None
+
+
+@dataclass(frozen=True)
+class RemoveClass(Operation):
+    """A class gone from the code: validated that nothing references an instance of it."""
+
+    name: ClassVar[str] = "remove_class"
+    class_name: str
+
+    def describe(self) -> str:
+        return f"remove_class({self.class_name})"
+
+
+@dataclass(frozen=True)
+class AddField(Operation):
+    """A new field, its value computed per instance by a policy."""
+
+    name: ClassVar[str] = "add_field"
+    per_instance: ClassVar[bool] = True
+    class_name: str
+    field: str
+    policy: MigrationPolicy
+    keep_existing: bool = True
+
+    @classmethod
+    def of(cls, class_name: str, field_name: str, initial: Any, *, keep_existing: bool = True) -> AddField:
+        return cls(class_name, field_name, field_policy(initial, field_name), keep_existing)
+
+    def describe(self) -> str:
+        return f"add_field({self.class_name}, {self.field!r}, {self.policy.describe()})"
+
+    def reverse(self) -> Operation | None:
+        return RemoveField(self.class_name, self.field)
+
+    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+        _set_field(inst, self.policy, self.field, ctx, keep_existing=self.keep_existing)
+
+    def broken_promise(self, inst: StoredInstance) -> str | None:
+        return None if inst.has_field(self.field) else f"has no field {self.field!r}"
+
+
+@dataclass(frozen=True)
+class RemoveField(Operation):
+    """A field dropped from every instance."""
+
+    name: ClassVar[str] = "remove_field"
+    per_instance: ClassVar[bool] = True
+    class_name: str
+    field: str
+
+    def describe(self) -> str:
+        return f"remove_field({self.class_name}, {self.field!r})"
+
+    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+        inst.fields.pop(self.field, None)
+
+    def broken_promise(self, inst: StoredInstance) -> str | None:
+        return f"still has field {self.field!r}" if inst.stores(self.field) else None
+
+
+@dataclass(frozen=True)
+class RenameField(Operation):
+    """A field renamed, its value kept."""
+
+    name: ClassVar[str] = "rename_field"
+    per_instance: ClassVar[bool] = True
+    class_name: str
+    old: str
+    new: str
+
+    def describe(self) -> str:
+        return f"rename_field({self.class_name}, {self.old!r}, {self.new!r})"
+
+    def reverse(self) -> Operation | None:
+        return RenameField(self.class_name, self.new, self.old)
+
+    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+        fields = inst.fields
+        if self.old in fields:
+            fields[self.new] = fields.pop(self.old)
+
+    def broken_promise(self, inst: StoredInstance) -> str | None:
+        if inst.stores(self.old):
+            return f"still has field {self.old!r}"
+        if not inst.has_field(self.new):
+            return f"has no field {self.new!r}"
+        return None
+
+
+@dataclass(frozen=True)
+class MigrateInstances(Operation):
+    """A value change: every instance passed through a policy."""
+
+    name: ClassVar[str] = "migrate_instances"
+    per_instance: ClassVar[bool] = True
+    class_name: str
+    policy: MigrationPolicy
+
+    def describe(self) -> str:
+        return f"migrate_instances({self.class_name}, {self.policy.describe()})"
+
+    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+        field_name = self.policy.field if isinstance(self.policy, FieldPolicy) else None
+        _set_field(inst, self.policy, field_name, ctx)
+
+
+@dataclass(frozen=True)
+class RenameClass(Operation):
+    """A class renamed or moved to another module: records and references rewritten."""
+
+    name: ClassVar[str] = "rename_class"
+    old_name: str
+    new_name: str
+
+    def describe(self) -> str:
+        return f"rename_class({self.old_name}, {self.new_name})"
+
+    def reverse(self) -> Operation | None:
+        return RenameClass(self.new_name, self.old_name)
+
+    def targets(self) -> tuple[str, ...]:
+        return (self.old_name, self.new_name)
+
+    def prepare(self, ctx: Context) -> None:
+        require(self.new_name, operation=self.describe())
+
+
+@dataclass(frozen=True)
+class AddValidation(Operation):
+    """An application validation to run before commit."""
+
+    name: ClassVar[str] = "add_validation"
+    validation: Any
+
+    def describe(self) -> str:
+        return f"add_validation({as_validation(self.validation).name})"
+
+
+def matches(op: Operation, stored_name: str, new_name: str, klass: type | None) -> bool:
+    """Whether a per-instance operation applies to a record of class ``stored_name``."""
+    for target in op.targets():
+        if target in (stored_name, new_name):
+            return True
+        if klass is not None:
+            base = resolve(target)
+            if base is not None and issubclass(klass, base):
+                return True
+    return False

@@ -1,0 +1,36 @@
+"""The migrations side: scripts, the revision graph, the runner, the lock, the recorded history
+and schema, and the project's settings.
+
+A migrations folder holds versioned scripts (:mod:`.scripts`) that form a revision
+graph (:mod:`.revisions`); the runner (:mod:`.runner`) applies them to a database
+under its migration lock (:mod:`.lock`), records each one (:mod:`.history`) and the
+schema of the stored classes (:mod:`.schema`), taking a snapshot first.
+"""
+
+from __future__ import annotations
+
+from .lock import MigrationLock, migration_lock
+from .runner import (MigrationResult, UpgradeResult, current, downgrade, edited_scripts,
+                     ensure_current, migrate, pending, revision_graph, stamp, unknown_revisions,
+                     upgrade)
+from .schema import Drift, draft_operations, schema_drift
+
+__all__ = [
+    "Drift",
+    "MigrationLock",
+    "MigrationResult",
+    "UpgradeResult",
+    "current",
+    "downgrade",
+    "draft_operations",
+    "edited_scripts",
+    "ensure_current",
+    "migrate",
+    "migration_lock",
+    "pending",
+    "revision_graph",
+    "schema_drift",
+    "stamp",
+    "unknown_revisions",
+    "upgrade",
+]

@@ -1,0 +1,219 @@
+"""The storage contract the layers above use, and the generic adapter for any ``IStorage``.
+
+Every storage offers the same facts and services through its adapter: its current
+records as of a transaction, its last committed transaction, what changed since a
+transaction, whether it keeps history, where export files go, how many objects its
+server can lock in one commit. The generic adapter answers from ZODB's documented
+storage API (the transaction iterator, ``loadBefore``) and works with any storage
+that keeps history (MappingStorage, DemoStorage...); the adapters of FileStorage,
+ZEO and RelStorage answer the same questions faster, or at all where the storage
+keeps no history. :func:`dsustore.storage.adapter_for` picks one per storage, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ZODB.interfaces import IStorageIteration
+from ZODB.utils import p64, u64, z64
+
+from .connections import instance_of
+
+#: one current record: (oid, tid, data)
+Record = tuple[bytes, bytes, bytes]
+
+
+@dataclass(frozen=True)
+class LockCapacity:
+    """How many object locks a database server holds for all its sessions together."""
+
+    max_locks_per_transaction: int
+    max_connections: int
+    max_prepared_transactions: int
+
+    @property
+    def slots(self) -> int:
+        """How many locks the table is guaranteed to hold (for all sessions)."""
+        return self.max_locks_per_transaction * (self.max_connections
+                                                 + self.max_prepared_transactions)
+
+
+class StorageAdapter:
+    """What dsustore needs of one storage; this generic version works with any ``IStorage``."""
+
+    #: how the storage is named in messages and reports
+    kind: ClassVar[str] = "generic"
+    #: whether reading every record costs a round trip each (worth keeping a scan on disk)
+    scans_are_remote: ClassVar[bool] = False
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    @classmethod
+    def accepts(cls, storage: Any) -> bool:
+        """Whether this adapter is the one for ``storage``."""
+        return True
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind}>"
+
+    # -- what the storage is ----------------------------------------------------------
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether old revisions can be read (``loadBefore``) and transactions listed."""
+        return IStorageIteration.providedBy(self.storage) or hasattr(self.storage, "iterator")
+
+    def count(self) -> int | None:
+        """How many objects the storage holds, if it can say cheaply."""
+        try:
+            return len(self.storage)
+        except Exception:
+            return None
+
+    def export_folder(self) -> Path | None:
+        """Where export snapshots of this storage go by default (None: decided elsewhere)."""
+        return None
+
+    def lock_capacity(self) -> LockCapacity | None:
+        """The server's lock table, where a commit takes one lock per object (else None)."""
+        return None
+
+    def count_instances(self, class_keys: Iterable[bytes]) -> int:
+        """How many current records have one of the class keys (where lock_capacity applies)."""
+        raise NotImplementedError(f"{self.kind} storages do not count instances")
+
+    # -- transactions ---------------------------------------------------------------
+
+    def last_committed(self) -> bytes:
+        """The storage's last committed transaction, after hearing of commits made elsewhere."""
+        return self.storage.lastTransaction()
+
+    def snapshot_tid(self, conn: Any) -> bytes:
+        """The last transaction an open connection of this storage sees."""
+        conn.root()  # establish the connection's view
+        before = getattr(conn, "before", None)
+        if before is not None:
+            return p64(u64(before) - 1)
+        start = getattr(instance_of(conn), "_start", None)
+        if start is not None:
+            return p64(u64(start) - 1)
+        return conn.db().lastTransaction()
+
+    def committed_tid(self, conn: Any) -> bytes:
+        """The transaction a connection of this storage has just committed."""
+        ltid = getattr(instance_of(conn), "_ltid", None)
+        return ltid or self.last_committed()
+
+    def transactions_after(self, tid: bytes, upto: bytes | None = None) -> Iterator[Any]:
+        """The storage's transaction records after ``tid`` (up to ``upto``), oldest first."""
+        with closed_after(self.storage.iterator(_after(tid), upto)) as iterator:
+            # not ``yield from``: RelStorage ends its iterator with an exception that is
+            # both IndexError and StopIteration, which crashes CPython 3.11's yield from
+            for txn in iterator:
+                yield txn
+
+    def changed_since(self, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:
+        """Oids written by transactions after ``tid`` up to ``upto`` (a committed one);
+        None when the storage cannot say."""
+        upto = upto or self.last_committed()
+        if upto == tid:
+            return []
+        try:
+            oids: dict[bytes, None] = {}
+            for txn in self.transactions_after(tid, upto):
+                for record in txn:
+                    oids[record.oid] = None
+        except Exception:  # a storage without a usable transaction log
+            return None
+        return list(oids)
+
+    def change_recorder(self, conn: Any) -> Any:
+        """Something that hears which oids others commit through ``conn``'s view, where
+        that is cheaper than asking the storage (see :class:`~.zeo.ChangeRecorder`)."""
+        return None
+
+    def prefetch(self, oids: list[bytes]) -> None:
+        """Ask for ``oids`` ahead of loading them one by one (where loads are round trips)."""
+
+    # -- reading ------------------------------------------------------------------
+
+    def current_records(self, *, at: bytes | None = None, view: Any = None) -> Iterator[Record]:
+        """Yield ``(oid, tid, data)`` of every object current at transaction ``at``.
+
+        ``at`` defaults to the last committed transaction; ``view`` is an open
+        connection that sees the database as of ``at`` (an MVCC storage is read
+        through it). Deleted objects are skipped. This generic walk keeps one set of
+        oids; the other adapters stream.
+        """
+        at = at or self.last_committed()
+        if at == z64:
+            return
+        oids: set[bytes] = set()
+        with closed_after(self.storage.iterator(None, at)) as iterator:
+            for txn in iterator:
+                for record in txn:
+                    oids.add(record.oid)
+        before = _after(at)
+        for oid in sorted(oids):
+            found = self.storage.loadBefore(oid, before)
+            if found is not None and found[0] is not None:
+                yield oid, found[1], found[0]
+
+    def oid_index(self) -> Container[bytes] | None:
+        """A container answering "does this oid exist" without reading records, if kept anyway."""
+        return None
+
+    def loader(self, conn: Any) -> Any:
+        """What loads records (``load``, ``loadBefore``) as ``conn`` sees them."""
+        return self.storage
+
+    def historical_view(self, old_conn: Any, view: Any) -> None:
+        """Make a historical connection readable where the storage keeps no old states
+        (it then reads through ``view``, an open connection at the same transaction)."""
+
+
+def _after(tid: bytes) -> bytes:
+    return p64(u64(tid) + 1)
+
+
+@contextmanager
+def closed_after(iterator: Any) -> Iterator[Any]:
+    """A storage's transaction iterator, closed on leaving (not every storage's has close)."""
+    try:
+        yield iterator
+    finally:
+        close: Callable[[], None] | None = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def iternext_records(storage: Any, at: bytes, *, history: bool) -> Iterator[Record]:
+    """Walk ``record_iternext``; a record written after ``at`` is replaced by its older state.
+
+    A history-free storage has no older state to give (``history`` False); such a
+    record is yielded as it is now.
+    """
+    before = _after(at)
+    if at == z64:  # nothing committed: an empty storage (ZEO reports that as an error)
+        return
+    cursor = None
+    while True:
+        try:
+            oid, tid, data, cursor = storage.record_iternext(cursor)
+        except (KeyError, IndexError, StopIteration):  # empty storage
+            return
+        if history and u64(tid) > u64(at):
+            found = storage.loadBefore(oid, before)
+            if found is None or found[0] is None:
+                data = None
+            else:
+                data, tid = found[0], found[1]
+        if data is not None:
+            yield oid, tid, data
+        if cursor is None:
+            return

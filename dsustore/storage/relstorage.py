@@ -1,0 +1,169 @@
+"""RelStorage: an MVCC storage over a relational database, history-preserving or not.
+
+Each RelStorage instance reads through its own database snapshot, and the instance
+``ZODB.DB`` holds as ``db.storage`` keeps whatever snapshot it last polled (it can
+be far behind). Its ``record_iternext`` is one SQL query over the current objects,
+streamed with a server-side cursor; a scan runs it on a fresh instance, or on the
+instance of the connection whose view it must match -- the only way to read a
+history-free database as of an earlier transaction.
+
+On PostgreSQL the adapter also answers with SQL what the generic storage API can
+only answer slowly or not at all: the objects changed since a transaction (one
+query over an index on ``tid``) and the size of the server's lock table, which
+bounds how many objects one commit may modify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ZODB.utils import p64, u64
+
+from .adapter import LockCapacity, Record, StorageAdapter, iternext_records
+from .connections import instance_of, load_through
+
+try:
+    from relstorage.storage import RelStorage
+except ImportError:  # RelStorage is an optional dependency
+    RelStorage = None
+
+#: the objects written after a tid, from the table that holds each mode's current states
+_CHANGED_SQL = {
+    True: "SELECT zoid FROM current_object WHERE tid > %s",  # history-preserving
+    False: "SELECT zoid FROM object_state WHERE tid > %s",  # history-free
+}
+
+
+class RelStorageAdapter(StorageAdapter):
+    """A ``relstorage.storage.RelStorage``; see the two kinds below."""
+
+    kind = "relstorage"
+    scans_are_remote = True
+
+    @classmethod
+    def accepts(cls, storage: Any) -> bool:
+        return (RelStorage is not None and isinstance(storage, RelStorage)
+                and bool(storage._options.keep_history) == cls.history)
+
+    history: bool = True
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.history
+
+    @property
+    def _postgresql(self) -> Any:
+        """The RelStorage database adapter when the database is PostgreSQL, else None."""
+        adapter = self.storage._adapter
+        if type(adapter).__module__.startswith("relstorage.adapters.postgresql"):
+            return adapter
+        return None
+
+    def last_committed(self) -> bytes:
+        self.storage.poll_invalidations()
+        return self.storage.lastTransaction()
+
+    def snapshot_tid(self, conn: Any) -> bytes:
+        conn.root()
+        before = getattr(conn, "before", None)
+        if before is not None:
+            return p64(u64(before) - 1)
+        # each connection's instance polls its own snapshot; the DB's instance is brought
+        # up to it, or ZODB refuses a historical connection there
+        self.last_committed()
+        return instance_of(conn).lastTransaction()
+
+    def committed_tid(self, conn: Any) -> bytes:
+        return instance_of(conn).lastTransaction() or self.last_committed()
+
+    def loader(self, conn: Any) -> Any:
+        return instance_of(conn)
+
+    def current_records(self, *, at: bytes | None = None, view: Any = None) -> Iterator[Record]:
+        if view is not None:
+            instance = instance_of(view)
+            yield from iternext_records(instance, at or instance.lastTransaction(),
+                                        history=self.history)
+            return
+        instance = self.storage.new_instance()
+        try:
+            instance.poll_invalidations()  # a snapshot of now, which is at or after ``at``
+            yield from iternext_records(instance, at or instance.lastTransaction(),
+                                        history=self.history)
+        finally:
+            instance.release()
+
+    def changed_since(self, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:
+        """One query over an index on ``tid`` on PostgreSQL, where the transaction iterator
+        takes one per transaction. It runs on the load connection of the storage, which
+        :meth:`last_committed` has just polled: the snapshot its ``load`` reads, so each
+        oid listed loads as last written."""
+        upto = upto or self.last_committed()
+        if upto == tid:
+            return []
+        if self._postgresql is None:
+            return super().changed_since(tid, upto)
+        cursor = self.storage._load_connection.cursor
+        cursor.execute(_CHANGED_SQL[self.history], (u64(tid),))
+        return [p64(zoid) for (zoid,) in cursor.fetchall()]
+
+    def lock_capacity(self) -> LockCapacity | None:
+        """PostgreSQL's lock table: ``max_locks_per_transaction`` x (``max_connections`` +
+        ``max_prepared_transactions``); RelStorage locks every object a commit modifies."""
+        adapter = self._postgresql
+        if adapter is None:
+            return None
+        return adapter.connmanager.open_and_call(lambda _conn, cursor: _settings(cursor))
+
+    def count_instances(self, class_keys: Iterable[bytes]) -> int:
+        """Current records whose class key is one of ``class_keys``, in one query.
+
+        A ZODB record starts with the pickle protocol header and a GLOBAL opcode naming
+        the class (``c`` module newline name newline), so the class is a fixed prefix
+        of the state from its third byte.
+        """
+        prefixes = [b"c" + key + b"\n" for key in class_keys]
+        adapter = self._postgresql
+        if not prefixes or adapter is None:
+            return 0
+        table = ("current_object JOIN object_state USING (zoid, tid)" if self.history
+                 else "object_state")
+        matches = " OR ".join("substring(state from 3 for %s) = %s" for _ in prefixes)
+        params: list[Any] = []
+        for prefix in prefixes:
+            params += [len(prefix), prefix]
+
+        def count(_conn: Any, cursor: Any) -> int:
+            cursor.execute(f"SELECT count(*) FROM {table} WHERE {matches}", params)
+            return int(cursor.fetchone()[0])
+
+        return int(adapter.connmanager.open_and_call(count))
+
+
+class HistoryPreservingRelStorage(RelStorageAdapter):
+    """RelStorage with ``keep_history=true``: old revisions and a transaction log."""
+
+    kind = "relstorage-hp"
+    history = True
+
+
+class HistoryFreeRelStorage(RelStorageAdapter):
+    """RelStorage with ``keep_history=false``: only current states, no transaction log.
+
+    A historical connection has nothing older to read, so the patch's old namespace
+    reads through the patch connection's own snapshot, which is that transaction.
+    """
+
+    kind = "relstorage-hf"
+    history = False
+
+    def historical_view(self, old_conn: Any, view: Any) -> None:
+        load_through(old_conn, view)
+
+
+def _settings(cursor: Any) -> LockCapacity:
+    cursor.execute("SELECT current_setting('max_locks_per_transaction')::int, "
+                   "current_setting('max_connections')::int, "
+                   "current_setting('max_prepared_transactions')::int")
+    return LockCapacity(*cursor.fetchone())

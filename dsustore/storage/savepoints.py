@@ -1,0 +1,201 @@
+"""The patch connection's savepoint storage, tuned for one long streaming write.
+
+(ZODB's ``TmpStore`` and ``Connection._commit_savepoint`` are private; this module
+and :mod:`.connections` are where dsustore relies on them.)
+
+ZODB's TmpStore seeks before every store (which flushes its buffer, a system call
+per record) and, at commit, the connection reads every record back with a seek and
+unpickles its class to look for blobs. An update that writes every object of a
+large database pays for that on each record. This store appends without seeking
+and hands its records back in file order with one sequential read; blobs keep
+ZODB's own path.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+from ZODB.Connection import Connection, TmpStore
+from ZODB.mvccadapter import MVCCAdapterInstance
+from ZODB.utils import p64, u64
+
+_BLOB_KEY = b"ZODB.blob\nBlob"
+_HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
+
+
+class AppendingTmpStore(TmpStore):
+    """A TmpStore that appends and reads back sequentially."""
+
+    def __init__(self, storage: Any) -> None:
+        super().__init__(storage)
+        self._at_end = True
+        self.has_blobs = False
+        #: positions of records a later store of the same oid replaced
+        self.superseded: set[int] = set()
+
+    def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
+        self._at_end = False
+        return super().load(oid, version)
+
+    def store(self, oid: bytes, serial: bytes | None, data: bytes, version: str,
+              transaction: Any) -> bytes:
+        if not self._at_end:
+            self._file.seek(self.position)
+            self._at_end = True
+        if serial is None:
+            serial = b"\0" * 8
+        if data.find(_BLOB_KEY, 0, 40) >= 0:
+            self.has_blobs = True
+        if len(oid) == 8 and len(serial) == 8:
+            header = _HEADER.pack(8, oid, serial, len(data))
+        else:
+            header = p64(len(oid)) + oid + serial + p64(len(data))
+        write = self._file.write
+        write(header)
+        write(data)
+        index = self.index
+        previous = index.get(oid)
+        if previous is not None:
+            self.superseded.add(previous)
+        index[oid] = position = self.position
+        self.position = position + len(header) + len(data)
+        return serial
+
+    def storeBlob(self, *args: Any, **kw: Any) -> None:  # noqa: N802 (ZODB's name)
+        self.has_blobs = True
+        self._at_end = False
+        super().storeBlob(*args, **kw)
+
+    def read_at(self, position: int) -> tuple[bytes, bytes]:
+        """(data, serial) of the record written at ``position``."""
+        self._at_end = False
+        self._file.seek(position)
+        _oid, serial, data = _read_record(self._file.read)
+        return data, serial
+
+    def frozen(self) -> FrozenStore:
+        """What this store holds now, readable later even after more is appended."""
+        return FrozenStore(self)
+
+    def drain(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """The latest (oid, serial, data) of every stored object, in file order, once.
+
+        The index is dropped first: the storage builds its own index of the
+        transaction from these records, and holding both at once would double
+        the memory a large update needs at its commit. The file is read
+        sequentially, skipping the records a later store replaced.
+        """
+        self._file.flush()
+        self._at_end = False
+        end, superseded = self.position, self.superseded
+        self.index = {}
+        file = self._file
+        file.seek(0)
+        read = file.read
+        position = 0
+        while position < end:
+            oid, serial, data = _read_record(read)
+            if position not in superseded:
+                yield oid, serial, data
+            position += 24 + len(oid) + len(data)
+
+
+def _read_record(read: Any) -> tuple[bytes, bytes, bytes]:
+    """(oid, serial, data) of the record at the file's position, in TmpStore's layout."""
+    oid = read(u64(read(8)))
+    serial = read(8)
+    return oid, serial, read(u64(read(8)))
+
+
+class FrozenStore:
+    """The savepoint storage as it was at one moment.
+
+    A patch in stages reads the state each stage started from (its old namespace)
+    through this: the store only ever appends, so a copy of its index at that moment
+    keeps pointing at the records as they were.
+    """
+
+    def __init__(self, store: AppendingTmpStore) -> None:
+        self._store = store
+        self.index = dict(store.index)
+        self.created = list(store.creating)
+        self.position = store.position
+
+    def __contains__(self, oid: bytes) -> bool:
+        return oid in self.index
+
+    def load(self, oid: bytes) -> tuple[bytes, bytes]:
+        return self._store.read_at(self.index[oid])
+
+
+#: from this many records on, a commit makes the process's other connections drop
+#: their caches instead of listing every oid for them to invalidate
+FULL_INVALIDATION_AT = 10_000
+
+
+def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
+    """Give ``conn`` an appending savepoint storage and a commit that streams it."""
+    store = AppendingTmpStore(conn._normal_storage)
+    conn._savepoint_storage = store
+    conn._storage = store
+
+    def commit_savepoint(transaction: Any) -> None:
+        src = conn._savepoint_storage
+        if not isinstance(src, AppendingTmpStore) or src.has_blobs:
+            return Connection._commit_savepoint(conn, transaction)
+        conn._storage = conn._normal_storage
+        conn._savepoint_storage = None
+        try:
+            conn._creating.update(src.creating)
+            store_record = _record_store(conn._storage, len(src.index))
+            cache = conn._cache
+            modified = conn._modified
+            read_current = conn._readCurrent
+            for oid, serial, data in src.drain():
+                if cache.get(oid) is not None:  # its serial is updated, or it is dropped on abort
+                    modified.append(oid)
+                store_record(oid, serial, data, "", transaction)
+                read_current.pop(oid, None)
+        finally:
+            src.close()
+
+    conn._commit_savepoint = commit_savepoint
+    return store
+
+
+def _record_store(instance: Any, count: int) -> Any:
+    """Where a large commit stores its records, so that memory does not grow per record twice.
+
+    ZODB's MVCC adapter keeps the oid of every stored record, to invalidate it in
+    the process's other connections when the transaction finishes. For a large
+    update that is a second per-record index next to the storage's own; here the
+    records go to the storage underneath, and at the finish the other connections
+    are told to drop their whole cache, which is what ZODB does when it cannot say
+    what changed (a ZEO reconnect). Smaller commits keep the precise path.
+    """
+    if count < FULL_INVALIDATION_AT or not isinstance(instance, MVCCAdapterInstance):
+        return instance.store
+    finish = instance.tpc_finish
+
+    def tpc_finish(transaction: Any, func: Any = lambda tid: None) -> Any:
+        def invalidate_all(tid: bytes) -> None:
+            base = instance._base
+            with base._lock:
+                others = [other for other in base._instances if other is not instance]
+            for other in others:
+                other._invalidateCache()
+            func(tid)
+
+        instance.__dict__.pop("tpc_finish", None)
+        return finish(transaction, invalidate_all)
+
+    instance.tpc_finish = tpc_finish
+    return instance._storage.store
+
+
+def release(conn: Connection) -> None:
+    """Give a pooled connection back its ordinary savepoint commit."""
+    conn.__dict__.pop("_commit_savepoint", None)
+    getattr(conn._normal_storage, "__dict__", {}).pop("tpc_finish", None)  # if it never finished

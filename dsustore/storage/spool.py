@@ -1,0 +1,50 @@
+"""A scan kept on local disk, for the later stages of a patch.
+
+On ZEO every record a scan reads is a round trip to the server; a patch in several
+stages would pay that once per stage. The first stage's scan is written to a
+temporary file as it goes, and the later stages read it back from there (all
+stages read the database as of the same transaction).
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from collections.abc import Iterator
+
+from .adapter import Record
+
+
+class ScanSpool:
+    """The records of one scan kept in a temporary file."""
+
+    _HEADER = struct.Struct(">8s8sQ")  # oid, tid, data length
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="dsustore-scan")
+        self.complete = False
+
+    def keep(self, records: Iterator[Record]) -> Iterator[Record]:
+        """Yield ``records``, writing each down; complete once they are all read."""
+        write, pack = self._file.write, self._HEADER.pack
+        for oid, tid, data in records:
+            write(pack(oid, tid, len(data)))
+            write(data)
+            yield oid, tid, data
+        self.complete = True
+
+    def replay(self) -> Iterator[Record]:
+        """The records kept, in the order they were read."""
+        file = self._file
+        file.flush()
+        file.seek(0)
+        read, unpack, size = file.read, self._HEADER.unpack, self._HEADER.size
+        while True:
+            header = read(size)
+            if len(header) < size:
+                return
+            oid, tid, length = unpack(header)
+            yield oid, tid, read(length)
+
+    def close(self) -> None:
+        self._file.close()
