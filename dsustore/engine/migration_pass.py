@@ -253,7 +253,7 @@ class MigrationPass(Context):
             if problem is not None:
                 self.result.promise_failures[f"{op.describe()}: instance {problem}"].append(oid)
         final = inst.final_state()
-        if custom_setstate and inst._obj is None:
+        if custom_setstate and not inst.built:
             probe = klass.__new__(klass)
             try:
                 probe.__setstate__(final)

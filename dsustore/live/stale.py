@@ -15,6 +15,7 @@ slipping in between.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,15 @@ from ..runtime.revisions import RevisionGraph
 from ..runtime.scripts import load_scripts
 from ..storage.transactions import is_dsustore
 
-_GUARD = "_dsustore_stale_code_guard"
+#: the guard of each guarded database
+_guards: weakref.WeakKeyDictionary[Any, StaleCodeGuard] = weakref.WeakKeyDictionary()
 
 
 class StaleCodeGuard:
     """Refuses commits from ``db``'s connections while the database has unknown migrations."""
 
     def __init__(self, db: Any, revisions: Iterable[str]) -> None:
-        self.db = db
+        self._db = weakref.ref(db)  # the database holds its guard, not the other way round
         self.known = frozenset(revisions)
         self.refused = 0
 
@@ -61,7 +63,9 @@ class StaleCodeGuard:
 
     def uninstall(self) -> None:
         """Stop guarding (connections keep their class; they just stop checking)."""
-        self.db.__dict__.pop(_GUARD, None)
+        db = self._db()
+        if db is not None:
+            _guards.pop(db, None)
 
 
 class _GuardedConnection:
@@ -69,7 +73,7 @@ class _GuardedConnection:
 
     def tpc_begin(self, transaction: Any) -> None:  # noqa: D102 (ZODB's interface)
         super().tpc_begin(transaction)  # first, so a refusal aborts the commit cleanly
-        guard = self.db().__dict__.get(_GUARD)
+        guard = _guards.get(self.db())
         if guard is not None and not is_dsustore(transaction):
             guard.check(self)  # dsustore's own transactions (updates, locks) are not the app's
 
@@ -86,7 +90,7 @@ def guard_stale_code(db: Any, revisions: Iterable[str]) -> StaleCodeGuard:
             for conn in list(pool.all):
                 if type(conn) is klass:
                     conn.__class__ = guarded
-    db.__dict__[_GUARD] = guard
+    _guards[db] = guard
     return guard
 
 

@@ -11,6 +11,7 @@ import importlib
 import inspect
 import sys
 import textwrap
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,8 +172,6 @@ def create_class(class_def: ClassDef, *, namespace: dict[str, Any] | None = None
     Bases are resolved from the current code. With ``install`` the class is bound
     in its module (created in ``sys.modules`` if missing), so that unpickling finds it.
     """
-    import types
-
     bases = tuple(require(b) for b in class_def.bases) or (object,)
     body: dict[str, Any] = {"__module__": class_def.module, "__qualname__": class_def.name}
     body["__annotations__"] = {name: Any for name in class_def.fields}

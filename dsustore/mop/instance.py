@@ -70,6 +70,11 @@ class StoredInstance:
             self._state = None
         return self._obj
 
+    @property
+    def built(self) -> bool:
+        """Whether the object itself was built (a policy needed it)."""
+        return self._obj is not None
+
     def final_state(self) -> Any:
         """The state to store."""
         if self._obj is not None:
