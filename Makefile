@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 	bash .ci/install-postgres.sh
 
-test: setup
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check dsustore
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PY) -m pytest -q
 
 demo: setup

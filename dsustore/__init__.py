@@ -54,14 +54,25 @@ from .errors import (
     ValidationError,
     ValidationFailure,
 )
-from .live import (CommitGate, LiveUpdater, LiveUpdateResult, StaleCodeGuard, guard_stale_code,
-                   known_revisions)
+from .live import CommitGate, LiveUpdater, LiveUpdateResult, StaleCodeGuard, guard_stale_code, known_revisions
 from .operations import FieldPolicy, MigrationPolicy, Validation, policies, validations
-from .runtime import (Drift, MigrationLock, MigrationResult, UpgradeResult, current, downgrade,
-                      draft_operations, edited_scripts, ensure_current, migration_lock, pending,
-                      schema_drift, stamp, upgrade)
-from .recovery import (PackReport, RestoreReport, Snapshot, delete_snapshot, pack, restore,
-                        snapshot, snapshots)
+from .recovery import PackReport, RestoreReport, Snapshot, delete_snapshot, pack, restore, snapshot, snapshots
+from .runtime import (
+    Drift,
+    MigrationLock,
+    MigrationResult,
+    UpgradeResult,
+    current,
+    downgrade,
+    draft_operations,
+    edited_scripts,
+    ensure_current,
+    migration_lock,
+    pending,
+    schema_drift,
+    stamp,
+    upgrade,
+)
 from .storage.uri import open_db
 
 __all__ = [

@@ -156,7 +156,8 @@ def plan(db: Any, migrations_dir: str | Path, target: str = "heads") -> list[dic
             try:
                 script.upgrade(patch)
             except DSUError as err:
-                raise err.with_migration(script.revision)
+                err.with_migration(script.revision)
+                raise
             except Exception as err:
                 raise DSUError(f"upgrade() raised {type(err).__name__}: {err}",
                                migration=script.revision) from err

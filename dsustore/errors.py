@@ -51,9 +51,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 
+@overload
+def format_oid(oid: None) -> None: ...
+@overload
+def format_oid(oid: bytes | int | str) -> str: ...
 def format_oid(oid: bytes | int | str | None) -> str | None:
     """Render an oid the way users see it in ZODB tools: ``0x2a``."""
     if oid is None or isinstance(oid, str):

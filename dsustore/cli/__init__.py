@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from .main import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_PENDING, EXIT_USAGE, EXIT_VALIDATION, \
-    build_parser, main
+from .main import (
+           EXIT_FAILURE,
+           EXIT_LOCKED,
+           EXIT_OK,
+           EXIT_PENDING,
+           EXIT_USAGE,
+           EXIT_VALIDATION,
+           build_parser,
+           main,
+)
 
 __all__ = ["EXIT_FAILURE", "EXIT_LOCKED", "EXIT_OK", "EXIT_PENDING", "EXIT_USAGE",
            "EXIT_VALIDATION", "build_parser", "main"]

@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("upgrade", "apply pending migrations"),
                             ("downgrade", "undo migrations down to TARGET")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("target", **({"nargs": "?", "default": "heads"} if name == "upgrade" else {}))
+        if name == "upgrade":
+            p.add_argument("target", nargs="?", default="heads")
+        else:
+            p.add_argument("target")
         p.add_argument("--dry-run", action="store_true")
         p.add_argument("--one-transaction", action="store_true",
                        help="apply all migrations in one atomic transaction (default: one each)")
@@ -321,7 +324,8 @@ def _format(args: argparse.Namespace, result: Any) -> str:
             unknown = ("; application writes since it cannot be told apart on a history-free "
                        "storage and were undone too" if result["application_transactions"] is None
                        else "")
-            return (f"restored {result['snapshot']} from {_snapshot_source(result['kind'], result['source'])}: "
+            source = _snapshot_source(result["kind"], result["source"])
+            return (f"restored {result['snapshot']} from {source}: "
                     f"{result['rewritten']} objects rewritten, "
                     f"{result['created_since']} created since left unreachable{unknown}; "
                     f"undo with: dsustore snapshot restore {result['safety_snapshot']}")

@@ -21,7 +21,7 @@ def format_duration(seconds: float | None) -> str:
     """``1h02m``, ``3m05s`` or ``12s``; ``?`` when unknown."""
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

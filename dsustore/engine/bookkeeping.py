@@ -10,7 +10,7 @@ class had then (:mod:`dsustore.runtime.schema`), the snapshots
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import persistent
 from BTrees.OOBTree import OOBTree
@@ -32,6 +32,10 @@ class Bookkeeping(persistent.Persistent):
         self.lock: dict[str, Any] | None = None
 
 
+@overload
+def bookkeeping(root: Any, *, create: Literal[True]) -> Bookkeeping: ...
+@overload
+def bookkeeping(root: Any, *, create: bool = False) -> Bookkeeping | None: ...
 def bookkeeping(root: Any, *, create: bool = False) -> Bookkeeping | None:
     """The bookkeeping object under ``root``; made (in the caller's transaction) if ``create``."""
     found = root.get(ROOT_KEY)

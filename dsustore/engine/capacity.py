@@ -5,7 +5,7 @@ advisory lock (and every object it read with ``readCurrent`` with a shared one),
 all taken at commit and all held in the server's shared lock table. That table
 holds ``max_locks_per_transaction * (max_connections + max_prepared_transactions)``
 locks for all sessions together -- what PostgreSQL guarantees; in practice a little
-more fits (at the default 64 × 100, 12,000 objects commit and 13,000 fail). Past
+more fits (at the default 64 x 100, 12,000 objects commit and 13,000 fail). Past
 that the commit fails with "out of shared memory", after the whole pass has run.
 
 So a patch on such a storage compares, before the pass, the fewest objects the

@@ -42,8 +42,14 @@ from ..mop.records import RecordCodec, class_key, class_name_of, class_of_meta, 
 from ..operations.ops import Context, Operation, RemoveClass, RenameClass, matches
 from ..operations.validations import SystemValidation, Validation
 from ..storage import StorageAdapter
-from ..storage.connections import (cache_of, flush_changes, reader_of, registered_objects,
-                                   savepoint_store, set_reader)
+from ..storage.connections import (
+    cache_of,
+    flush_changes,
+    reader_of,
+    registered_objects,
+    savepoint_store,
+    set_reader,
+)
 from ..storage.savepoints import FrozenStore
 from ..storage.spool import ScanSpool
 from .reports import Progress
@@ -226,7 +232,7 @@ class MigrationPass(Context):
 
     def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan) -> bytes:
         meta, state = self.codec.decode(data)
-        klass = class_of_meta(meta)
+        klass: Any = class_of_meta(meta)
         custom_setstate = self._setstate.get(klass)
         if custom_setstate is None and issubclass(klass, Broken):
             raise ClassResolutionError(
@@ -242,7 +248,8 @@ class MigrationPass(Context):
             try:
                 op.apply(inst, self)
             except DSUError as err:
-                raise err.add_context(operation=op.describe(), class_name=plan.stored_name, oid=oid)
+                err.add_context(operation=op.describe(), class_name=plan.stored_name, oid=oid)
+                raise
             except Exception as err:
                 raise PolicyError(
                     f"{type(err).__name__}: {err}",
@@ -266,14 +273,16 @@ class MigrationPass(Context):
         try:
             return self.codec.encode(meta, final)
         except DSUError as err:
-            raise err.add_context(class_name=plan.stored_name, oid=oid)
+            err.add_context(class_name=plan.stored_name, oid=oid)
+            raise
 
     def _rewrite_references(self, oid: bytes, data: bytes) -> bytes | None:
         meta, state = self.codec.decode(data)
         try:
             new = self.codec.encode(meta, state)
         except ClassResolutionError as err:
-            raise err.add_context(oid=oid, note="its record refers to a renamed class")
+            err.add_context(oid=oid, note="its record refers to a renamed class")
+            raise
         if new == data:
             return None
         self.result.references_rewritten += 1
@@ -401,7 +410,7 @@ def catch_up(passes: list[MigrationPass], adapter: StorageAdapter, changed: Iter
             tmp.store(oid, tid, data, "", None)
             cache.invalidate(oid)
             count += 1
-    for migration, before in zip(passes, failures_before):
+    for migration, before in zip(passes, failures_before, strict=True):
         if _failure_count(migration.result) != before:
             raise ValidationError([check.failure() for check in migration.system_validations()
                                    if check.flagged_count])

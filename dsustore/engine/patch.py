@@ -47,9 +47,16 @@ from ..operations.ops import (
 from ..operations.policies import as_policy
 from ..operations.validations import SystemValidation, Validation, as_validation
 from ..storage import adapter_for
-from ..storage.connections import (abort_quietly, has_changes, join, overlay,
-                                   registered_objects, remove_layers, reset_cache,
-                                   savepoint_store)
+from ..storage.connections import (
+    abort_quietly,
+    has_changes,
+    join,
+    overlay,
+    registered_objects,
+    remove_layers,
+    reset_cache,
+    savepoint_store,
+)
 from ..storage.savepoints import release, use_appending_savepoints
 from ..storage.spool import ScanSpool
 from ..storage.transactions import mark
@@ -126,7 +133,7 @@ class Patch:
         self._conn: Any = None
         self._changes: Any = None
         self._old_conn: Any = None
-        self._at: bytes | None = None
+        self._at = b""  # the transaction the patch starts from, once it has begun
         self.report: PatchReport | None = None
 
     # -- transaction handling (paper: beginTransaction, commit, rollback) ------

@@ -71,9 +71,11 @@ class StaleCodeGuard:
 class _GuardedConnection:
     """Mixed into the database's connection class: checks the guard before writing."""
 
-    def tpc_begin(self, transaction: Any) -> None:  # noqa: D102 (ZODB's interface)
-        super().tpc_begin(transaction)  # first, so a refusal aborts the commit cleanly
-        guard = _guards.get(self.db())
+    def tpc_begin(self, transaction: Any) -> None:
+        # first, so a refusal aborts the commit cleanly (the mixin's base is ZODB's Connection)
+        super().tpc_begin(transaction)  # type: ignore[misc]
+        conn: Any = self
+        guard = _guards.get(conn.db())
         if guard is not None and not is_dsustore(transaction):
             guard.check(self)  # dsustore's own transactions (updates, locks) are not the app's
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import transaction as transaction_module
 
@@ -76,13 +76,14 @@ def write_instance_variable(instance: Any, name: str, value: Any) -> None:
         instance._p_changed = True
 
 
-def _matcher(cls: ClassRef, subclasses: bool):
+def _matcher(cls: ClassRef, subclasses: bool) -> Callable[[bytes], type | bool]:
     target = dotted_name(cls)
     base = cls if isinstance(cls, type) else resolve(target)
-    decided: dict[bytes, type | None | bool] = {}
+    decided: dict[bytes, type | bool] = {}
 
-    def klass_for(data: bytes) -> type | None | bool:
-        """The class to build ghosts with, False for records that do not match."""
+    def klass_for(data: bytes) -> type | bool:
+        """The class to build ghosts with (True: it does not import), False for records that
+        do not match."""
         key = class_key(data)
         found = decided.get(key)
         if found is None:
@@ -125,11 +126,11 @@ def all_instances(conn: Any, cls: ClassRef, *, subclasses: bool = True) -> Itera
             continue
         obj = cache.get(oid)
         if obj is None:
-            if klass is True or data[2:3] != b"c":
-                obj = conn.get(oid)
-            else:
-                obj = klass.__new__(klass)
+            if isinstance(klass, type) and data[2:3] == b"c":
+                obj = cast(Any, klass).__new__(klass)  # a ghost: no __init__, no state
                 cache.new_ghost(oid, obj)
+            else:
+                obj = conn.get(oid)
         yield obj
 
 

@@ -108,7 +108,7 @@ def declared_fields(cls: type) -> tuple[str, ...]:
 
 
 def _own_fields(klass: type) -> list[str]:
-    annotations = klass.__dict__.get("__annotations__", {})
+    annotations = inspect.get_annotations(klass)
     if annotations:
         return [
             name

@@ -18,8 +18,17 @@ from .views import OldState
 class StoredInstance:
     """The record of one object: new state, old view, and the object on demand."""
 
-    __slots__ = ("oid", "tid", "class_name", "klass", "meta", "_state", "_old", "_obj",
-                 "_old_loader")
+    __slots__ = (
+        "_obj",
+        "_old",
+        "_old_loader",
+        "_state",
+        "class_name",
+        "klass",
+        "meta",
+        "oid",
+        "tid",
+    )
 
     def __init__(self, oid: bytes, tid: bytes, class_name: str, klass: type, meta: Any,
                  state: Any, old_loader: Callable[[], Any]) -> None:
@@ -63,7 +72,7 @@ class StoredInstance:
         if self._obj is None:
             klass = self.klass
             args = self.meta[1] if isinstance(self.meta, tuple) and self.meta[1] else ()
-            obj = klass.__new__(klass, *args)
+            obj: Any = klass.__new__(klass, *args)
             if self._state is not None:
                 obj.__setstate__(self._state)
             self._obj = obj

@@ -51,7 +51,7 @@ def class_name_of(data: bytes) -> str:
 def key_of(dotted: str) -> bytes:
     """The :func:`class_key` a record of the class ``dotted`` has."""
     module, _, name = dotted.rpartition(".")
-    return f"{module}\n{name}".encode("utf-8")
+    return f"{module}\n{name}".encode()
 
 
 class RecordCodec:

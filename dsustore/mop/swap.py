@@ -19,8 +19,14 @@ from typing import Any
 from ZODB.serialize import ObjectReader
 
 from ..errors import DSUError
-from ..storage.connections import (cache_of, pooled_connections, reader_of, reset_cache,
-                                   reset_cache_on_next_open, set_reader)
+from ..storage.connections import (
+    cache_of,
+    pooled_connections,
+    reader_of,
+    reset_cache,
+    reset_cache_on_next_open,
+    set_reader,
+)
 from .classes import resolve
 from .records import class_name_of
 
@@ -106,7 +112,7 @@ def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None
         raise ValueError("swap_objects needs as many new objects as old ones")
     done: list[tuple[Any, type, Any]] = []
     try:
-        for old, new in zip(old_objects, new_objects):
+        for old, new in zip(old_objects, new_objects, strict=True):
             saved = (old, type(old), _copy(old.__getstate__()))
             state = new.__getstate__()
             swap_class(old, type(new))

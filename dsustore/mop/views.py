@@ -29,7 +29,7 @@ def state_dict(state: Any) -> dict[str, Any]:
 class OldState:
     """An object as it was stored before the update: attribute reads only."""
 
-    __slots__ = ("_oid", "_class_name", "_load", "_fields")
+    __slots__ = ("_class_name", "_fields", "_load", "_oid")
 
     def __init__(self, oid: bytes, class_name: str, load: Callable[[], Any]) -> None:
         object.__setattr__(self, "_oid", oid)

@@ -8,8 +8,18 @@ new namespace against the old before the patch commits.
 from __future__ import annotations
 
 from . import policies, validations
-from .ops import (AddClass, AddField, AddValidation, ChangeSuperclass, MigrateInstances,
-                  Operation, RemoveClass, RemoveField, RenameClass, RenameField)
+from .ops import (
+                  AddClass,
+                  AddField,
+                  AddValidation,
+                  ChangeSuperclass,
+                  MigrateInstances,
+                  Operation,
+                  RemoveClass,
+                  RemoveField,
+                  RenameClass,
+                  RenameField,
+)
 from .policies import FieldPolicy, MigrationPolicy
 from .validations import Validation
 

@@ -165,7 +165,7 @@ class Convert(FieldPolicy):
         self.source = source
 
     def value(self, old: Any, new: Any, old_ns: Any, new_ns: Any) -> Any:
-        return self.function(getattr(old, self.source or self.field))
+        return self.function(getattr(old, self.source or self.field or ""))
 
     def describe(self) -> str:
         return f"convert({self.source or self.field!r}, {_name(self.function)})"

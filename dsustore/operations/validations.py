@@ -80,7 +80,7 @@ class _CallableValidation(Validation):
                  doc: str | None = None) -> None:
         super().__init__()
         self.function = function
-        self._name = name or getattr(function, "__qualname__", repr(function))
+        self._name = name or str(getattr(function, "__qualname__", repr(function)))
         first = (doc or getattr(function, "__doc__", None) or "").strip().splitlines()
         self.message = first[0] if first else self._name
 

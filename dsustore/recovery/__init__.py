@@ -3,8 +3,18 @@ that keeps them (see :mod:`.snapshots`)."""
 
 from __future__ import annotations
 
-from .snapshots import (ENV_SNAPSHOTS, PackReport, RestoreReport, Snapshot, delete_snapshot,
-                        get_snapshot, pack, restore, snapshot, snapshots)
+from .snapshots import (
+                        ENV_SNAPSHOTS,
+                        PackReport,
+                        RestoreReport,
+                        Snapshot,
+                        delete_snapshot,
+                        get_snapshot,
+                        pack,
+                        restore,
+                        snapshot,
+                        snapshots,
+)
 
 __all__ = [
     "ENV_SNAPSHOTS",

@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +117,7 @@ def snapshot(db: Any, name: str | None = None, *, note: str = "", kind: Kind | N
     kind = kind or ("tid" if adapter_for(db).keeps_history else "export")
     if kind not in ("tid", "export"):
         raise SnapshotError(f"unknown snapshot kind {kind!r} (use 'tid' or 'export')")
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     name = name or f"snap-{created:%Y%m%d-%H%M%S-%f}"
     if not _NAME_RE.match(name):
         raise SnapshotError(f"invalid snapshot name {name!r}: use letters, digits and . _ - : @ +")
@@ -200,13 +200,12 @@ def restore(db: Any, snapshot: str | Snapshot, *, force: bool = False) -> Restor
         raise SnapshotError(f"snapshot {snap.name!r} is a transaction id, but this storage "
                             "keeps no history")
     since = _changes_since(db, snap.tid_bytes) if history else None
-    if since is not None:
-        if since.application_transactions and not force:
-            raise SnapshotConflictError(
-                f"restoring {snap.name!r} would lose {since.application_transactions} application "
-                f"transaction(s) changing {len(since.application_oids)} object(s) written after "
-                "it; use --force to restore anyway",
-                transactions=since.application_transactions, objects=len(since.application_oids))
+    if since is not None and since.application_transactions and not force:
+        raise SnapshotConflictError(
+            f"restoring {snap.name!r} would lose {since.application_transactions} application "
+            f"transaction(s) changing {len(since.application_oids)} object(s) written after "
+            "it; use --force to restore anyway",
+            transactions=since.application_transactions, objects=len(since.application_oids))
     if snap.kind == "export":
         return _restore_export(db, snap, since)
     safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}")
@@ -227,8 +226,8 @@ def pack(db: Any, *, days: float = 0) -> PackReport:
         if snap_time < requested:
             pack_time, limited_by = snap_time, oldest.name
     db.pack(t=pack_time)
-    when = datetime.fromtimestamp(pack_time, timezone.utc).isoformat()
-    asked = datetime.fromtimestamp(requested, timezone.utc).isoformat()
+    when = datetime.fromtimestamp(pack_time, UTC).isoformat()
+    asked = datetime.fromtimestamp(requested, UTC).isoformat()
     message = (f"packed to {when}, kept back by snapshot {limited_by!r}" if limited_by
                else f"packed to {when}")
     return PackReport(packed_to=when, requested=asked, limited_by=limited_by, message=message)
@@ -405,9 +404,9 @@ def _default_export_folder(db: Any) -> Path:
     beside = adapter_for(db).export_folder()
     if beside is not None:
         return beside
-    exports = [s for s in snapshots(db) if s.kind == "export" and s.path]
+    exports = [s.path for s in snapshots(db) if s.kind == "export" and s.path]
     if exports:
-        return Path(exports[-1].path).parent
+        return Path(exports[-1]).parent
     return Path.cwd() / "dsustore-snapshots"
 
 

@@ -10,9 +10,20 @@ schema of the stored classes (:mod:`.schema`), taking a snapshot first.
 from __future__ import annotations
 
 from .lock import MigrationLock, migration_lock
-from .runner import (MigrationResult, UpgradeResult, current, downgrade, edited_scripts,
-                     ensure_current, migrate, pending, revision_graph, stamp, unknown_revisions,
-                     upgrade)
+from .runner import (
+                     MigrationResult,
+                     UpgradeResult,
+                     current,
+                     downgrade,
+                     edited_scripts,
+                     ensure_current,
+                     migrate,
+                     pending,
+                     revision_graph,
+                     stamp,
+                     unknown_revisions,
+                     upgrade,
+)
 from .schema import Drift, draft_operations, schema_drift
 
 __all__ = [

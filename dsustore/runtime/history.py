@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+from contextlib import suppress
 from typing import Any
 
 from ZODB.POSException import ConflictError
@@ -66,14 +67,12 @@ def record_tid_after(db: Any, revision: str, tid_after: str) -> None:
     with private_connection(db) as (conn, tm):
         bk = bookkeeping(conn.root())
         record = bk.applied.get(revision) if bk is not None else None
-        if record is None or record.get("tid_after") is not None:
+        if bk is None or record is None or record.get("tid_after") is not None:
             return
         bk.applied[revision] = dict(record, tid_after=tid_after)
         mark(tm.get(), f"dsustore record tid of migration {revision}", tid_after=revision)
-        try:
+        with suppress(ConflictError):
             tm.commit()
-        except ConflictError:
-            pass
 
 
 def transaction_description(revision: str, direction: str) -> str:
@@ -83,7 +82,8 @@ def transaction_description(revision: str, direction: str) -> str:
     return f"dsustore migration {revision} {direction}"
 
 
-def record_applied(root: Any, script: Any, report: Any = None, *, direction: str = "upgrade") -> dict[str, Any]:
+def record_applied(root: Any, script: Any, report: Any = None, *,
+                   direction: str = "upgrade") -> dict[str, Any]:
     """Record ``script`` as applied (in the caller's transaction) and return the record."""
     bk = bookkeeping(root, create=True)
     record = {
@@ -91,7 +91,7 @@ def record_applied(root: Any, script: Any, report: Any = None, *, direction: str
         "down_revisions": list(script.down_revisions),
         "message": script.message,
         "checksum": script.checksum,
-        "applied_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "applied_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "duration": round(report.duration, 3) if report is not None else 0.0,

@@ -121,7 +121,7 @@ class MigrationLock:
             bk = bookkeeping(conn.root(), create=True)
             lease = bk.lock
             now = time.time()
-            mine = bool(lease) and lease.get("owner") == self.owner
+            mine = lease is not None and lease.get("owner") == self.owner
             if lease and not mine:
                 if not take or lease.get("expires", 0) > now:
                     return dict(lease)

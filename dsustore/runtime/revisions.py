@@ -12,9 +12,16 @@ import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from ..errors import (AmbiguousRevisionError, CycleError, DuplicateRevisionError,
-                      MissingDowngradeError, MissingParentError, MultipleHeadsError,
-                      RevisionError, UnknownRevisionError)
+from ..errors import (
+    AmbiguousRevisionError,
+    CycleError,
+    DuplicateRevisionError,
+    MissingDowngradeError,
+    MissingParentError,
+    MultipleHeadsError,
+    RevisionError,
+    UnknownRevisionError,
+)
 from .scripts import Script
 
 BASE = "base"

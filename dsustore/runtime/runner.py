@@ -332,8 +332,8 @@ def _run(
     patch.stage(script.revision, _builder(script, direction))  # a retry runs the script again
     with _naming_the_migration(patch, script.revision):
         patch.begin()
-        patch.commit()
-    result = MigrationResult(script.revision, script.message, direction, patch.report)
+        report = patch.commit()
+    result = MigrationResult(script.revision, script.message, direction, report)
     _note_tid_after(db, [result])
     return result
 
@@ -369,8 +369,7 @@ def run_together(
         configure(patch)
     with _naming_the_migration(patch, None):
         patch.begin()
-        patch.commit()
-    report: PatchReport = patch.report
+        report = patch.commit()
     by_revision = {s.revision: s for s in scripts}
     results = [
         MigrationResult(stage.label, by_revision[stage.label].message, direction, PatchReport.of_stages(
@@ -389,8 +388,9 @@ def _note_tid_after(db: Any, results: list[MigrationResult]) -> None:
     if adapter_for(db).keeps_history:
         return
     for result in results:
-        if result.report.committed and result.direction == "upgrade":
-            record_tid_after(db, result.revision, result.report.tid_after)
+        tid_after = result.report.tid_after
+        if result.report.committed and result.direction == "upgrade" and tid_after:
+            record_tid_after(db, result.revision, tid_after)
 
 
 @contextmanager
@@ -428,7 +428,7 @@ def _bookkeeping_hook(
         root = patch.new_ns.root
         if lock is not None:
             lock.verify(root)
-        for script, stage in zip(scripts, report.stages):
+        for script, stage in zip(scripts, report.stages, strict=False):
             if direction == "upgrade":
                 record_applied(root, script, stage)
             else:

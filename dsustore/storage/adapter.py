@@ -114,7 +114,7 @@ class StorageAdapter:
         with closed_after(self.storage.iterator(_after(tid), upto)) as iterator:
             # not ``yield from``: RelStorage ends its iterator with an exception that is
             # both IndexError and StopIteration, which crashes CPython 3.11's yield from
-            for txn in iterator:
+            for txn in iterator:  # noqa: UP028
                 yield txn
 
     def changed_since(self, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:

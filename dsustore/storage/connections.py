@@ -12,12 +12,12 @@ installed ZODB.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import transaction as transaction_module
+import ZODB.Connection
 from transaction.interfaces import NoTransaction
-from ZODB import Connection as _connection_module
 
 
 @contextmanager
@@ -46,10 +46,8 @@ def reading(db: Any) -> Iterator[Any]:
 
 def abort_quietly(tm: Any) -> None:
     """Abort ``tm``'s transaction, if it still has one (committed ones have none)."""
-    try:
+    with suppress(NoTransaction):
         tm.abort()
-    except NoTransaction:
-        pass
 
 
 def join(conn: Any) -> None:
@@ -75,7 +73,7 @@ def reset_cache_on_next_open(conn: Any) -> None:
     This is what ``ZODB.Connection.resetCaches()`` does, for one connection
     instead of every connection of every database in the process.
     """
-    conn._reset_counter = _connection_module.global_reset_counter - 1
+    conn._reset_counter = ZODB.Connection.global_reset_counter - 1
 
 
 def registered_objects(conn: Any) -> list[Any]:

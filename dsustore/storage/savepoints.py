@@ -28,6 +28,11 @@ _HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
 class AppendingTmpStore(TmpStore):
     """A TmpStore that appends and reads back sequentially."""
 
+    #: oid -> position of its latest record (TmpStore's own attributes, typed)
+    index: dict[bytes, int]
+    position: int
+    creating: dict[bytes, Any]
+
     def __init__(self, storage: Any) -> None:
         super().__init__(storage)
         self._at_end = True

@@ -21,7 +21,7 @@ class ScanSpool:
     _HEADER = struct.Struct(">8s8sQ")  # oid, tid, data length
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="dsustore-scan")
+        self._file = tempfile.TemporaryFile(prefix="dsustore-scan")  # noqa: SIM115 (closed by close())
         self.complete = False
 
     def keep(self, records: Iterator[Record]) -> Iterator[Record]:

@@ -31,8 +31,7 @@ from zc.lockfile import LockError
 from ZODB.FileStorage import FileStorage
 from ZODB.MappingStorage import MappingStorage
 
-from ..errors import (DatabaseLockedError, DatabaseMissingError, DatabaseOpenError,
-                      NoDatabaseConfiguredError)
+from ..errors import DatabaseLockedError, DatabaseMissingError, DatabaseOpenError, NoDatabaseConfiguredError
 
 
 def open_db(uri: str | None, *, create: bool = False, read_only: bool = False) -> Any:
