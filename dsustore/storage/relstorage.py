@@ -15,6 +15,7 @@ bounds how many objects one commit may modify.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,11 +23,6 @@ from ZODB.utils import p64, u64
 
 from .adapter import LockCapacity, Record, StorageAdapter, iternext_records
 from .connections import instance_of, load_through
-
-try:
-    from relstorage.storage import RelStorage
-except ImportError:  # RelStorage is an optional dependency
-    RelStorage = None
 
 #: the objects written after a tid, from the table that holds each mode's current states
 _CHANGED_SQL = {
@@ -43,7 +39,8 @@ class RelStorageAdapter(StorageAdapter):
 
     @classmethod
     def accepts(cls, storage: Any) -> bool:
-        return (RelStorage is not None and isinstance(storage, RelStorage)
+        module = sys.modules.get("relstorage.storage")  # not imported: no RelStorage exists
+        return (module is not None and isinstance(storage, module.RelStorage)
                 and bool(storage._options.keep_history) == cls.history)
 
     history: bool = True

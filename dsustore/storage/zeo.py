@@ -8,6 +8,7 @@ be loaded one by one are prefetched in one request.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +16,6 @@ from ZODB.utils import p64, u64
 
 from .adapter import Record, StorageAdapter, iternext_records
 from .connections import instance_of
-
-try:
-    from ZEO.ClientStorage import ClientStorage
-except ImportError:  # ZEO is an optional dependency
-    ClientStorage = None
 
 
 class ZEOAdapter(StorageAdapter):
@@ -30,7 +26,8 @@ class ZEOAdapter(StorageAdapter):
 
     @classmethod
     def accepts(cls, storage: Any) -> bool:
-        return ClientStorage is not None and isinstance(storage, ClientStorage)
+        module = sys.modules.get("ZEO.ClientStorage")  # not imported: no client exists
+        return module is not None and isinstance(storage, module.ClientStorage)
 
     @property
     def keeps_history(self) -> bool:
