@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import textwrap
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from dsustore.engine.bookkeeping import ROOT_KEY, bookkeeping
 from dsustore.errors import (DatabaseAheadError, DatabaseBehindError, LockHeldError,
                              LockLostError, MigrationError)
 from dsustore.runtime.history import applied_records, applied_revisions
-from dsustore.runtime.lock import MigrationLock, migration_lock
+from dsustore.runtime.lock import MigrationLock, lock_status, migration_lock
 from dsustore.runtime.runner import (
     current,
     downgrade,
@@ -84,12 +85,12 @@ def users(db) -> list:
 
 
 def data_image(db) -> dict:
-    """The storage image without the bookkeeping object (which holds the lock) and its
+    """The storage image without the bookkeeping object, its lease (the lock) and its
     snapshot list (every upgrade adds a snapshot before it runs)."""
     conn, tm = read_root(db)
     try:
         bk = bookkeeping(conn.root())
-        skip = {bk._p_oid, bk.snapshots._p_oid} if bk is not None else set()
+        skip = {bk._p_oid, bk.snapshots._p_oid, bk.lease._p_oid} if bk is not None else set()
     finally:
         tm.abort()
         conn.close()
@@ -175,16 +176,7 @@ def test_a_failed_migration_changes_no_data_record(shop_db, migrations):
         upgrade(shop_db, migrations)
     assert failed.value.migration == "0004" and "script bug" in str(failed.value)
     assert data_image(shop_db) == before
-    assert bookkeeping_lock(shop_db) is None
-
-
-def bookkeeping_lock(db):
-    conn, tm = read_root(db)
-    try:
-        return bookkeeping(conn.root()).lock
-    finally:
-        tm.abort()
-        conn.close()
+    assert lock_status(shop_db) is None
 
 
 # -- dry run -------------------------------------------------------------------------
@@ -314,22 +306,23 @@ def test_upgrade_refuses_while_another_process_holds_the_lock(shop_db, migration
     with migration_lock(shop_db, ttl=60) as held:
         with pytest.raises(LockHeldError) as refused:
             upgrade(shop_db, migrations)
-    assert held.owner in str(refused.value)
+    assert refused.value.holder["owner"] == held.owner
+    assert f"pid {os.getpid()}" in str(refused.value) and "dsustore unlock" in str(refused.value)
     assert applied_revisions(shop_db) == set()
-    assert bookkeeping_lock(shop_db) is None
+    assert lock_status(shop_db) is None
 
 
 def test_a_lock_past_its_lease_is_taken_over(file_db, tmp_path):
-    """A lease left by a killed process (expired) is taken over by the next runner."""
+    """A lease left by a process elsewhere that stopped renewing it is taken over once expired."""
     with file_db.transaction() as conn:
         shopmodels.populate(conn.root())
-        bk = bookkeeping(conn.root(), create=True)
-        bk.lock = {"owner": "deadhost:1:dead", "expires": 1.0}
+        bookkeeping(conn.root(), create=True).lease.holder = {
+            "owner": "deadhost:1:dead", "host": "deadhost", "pid": 1, "expires": 1.0}
     folder = tmp_path / "m"
     write_script(folder, "0001", None, 'patch.add_field("shopmodels.User", "email", "e")')
     result = upgrade(file_db, folder)
     assert result.revisions == ["0001"]
-    assert bookkeeping_lock(file_db) is None
+    assert lock_status(file_db) is None
 
 
 def test_a_live_lock_is_not_taken_over(shop_db):
@@ -345,12 +338,12 @@ def test_a_live_lock_is_not_taken_over(shop_db):
 
 def test_a_renewed_lock_keeps_its_owner_and_extends_the_lease(shop_db):
     """Renewal moves the expiry forward for the same owner."""
-    lock = MigrationLock(shop_db, ttl=5).acquire()
+    lock = MigrationLock(shop_db, ttl=5, heartbeat=False).acquire()
     try:
-        before = bookkeeping_lock(shop_db)["expires"]
+        before = lock_status(shop_db)["expires"]
         lock.ttl = 100
         lock.renew()
-        after = bookkeeping_lock(shop_db)
+        after = lock_status(shop_db)
         assert after["owner"] == lock.owner and after["expires"] > before + 50
     finally:
         lock.release()
@@ -358,22 +351,23 @@ def test_a_renewed_lock_keeps_its_owner_and_extends_the_lease(shop_db):
 
 STEAL_LOCK = """
     with patch.db.transaction() as conn:
-        bookkeeping(conn.root()).lock = {"owner": "thief:1:x", "expires": 9e9}
+        bookkeeping(conn.root()).lease.holder = {"owner": "thief:1:x", "expires": 9e9}
     patch.add_field("shopmodels.User", "email", "e")
 """
 
 
-@pytest.mark.parametrize("on_conflict, error", [("fail", UpdateConflictError), ("retry", LockLostError)])
-def test_a_lock_taken_over_during_a_migration_stops_its_commit(shop_db, tmp_path, on_conflict, error):
+@pytest.mark.parametrize("on_conflict", ["fail", "retry"])
+def test_a_lock_taken_over_during_a_migration_stops_its_commit(shop_db, tmp_path, on_conflict):
     """If another owner takes the lease mid-migration, the migration does not commit."""
     folder = tmp_path / "m"
     path = write_script(folder, "0001", None, STEAL_LOCK)
     path.write_text("from dsustore.engine.bookkeeping import bookkeeping\n" + path.read_text())
-    with pytest.raises(error) as stopped:
+    with pytest.raises(LockLostError) as stopped:
         upgrade(shop_db, folder, on_conflict=on_conflict)
     assert stopped.value.migration == "0001"
+    assert "thief:1:x" in str(stopped.value)
     assert applied_revisions(shop_db) == set()
-    assert bookkeeping_lock(shop_db)["owner"] == "thief:1:x"
+    assert lock_status(shop_db)["owner"] == "thief:1:x"
     assert all("email" not in u for u in users(shop_db))
 
 

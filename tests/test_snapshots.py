@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import signal
+import textwrap
+from pathlib import Path
+
 import pytest
 import shopmodels
-from conftest import storage_image
+import ZODB
+from conftest import keeps_history, last_transaction, storage_image
+from ZODB.FileStorage import FileStorage
 from ZODB.utils import tid_repr
 
-from dsustore import Patch
-from conftest import keeps_history, last_transaction
+from dsustore import DSUError, MigrationError, Patch, upgrade
 from dsustore.engine.bookkeeping import bookkeeping
-from dsustore.errors import SnapshotConflictError, UnknownSnapshotError
+from dsustore.errors import SnapshotConflictError, SnapshotError, UnknownSnapshotError
 from dsustore.recovery import (
     delete_snapshot,
     pack,
+    prune_snapshots,
     restore,
     snapshot,
     snapshots,
@@ -219,3 +225,172 @@ def test_export_snapshot_round_trip(file_db, tmp_path):
     assert [s.name for s in snapshots(file_db)] == ["exported", "before-restore-exported"]
     delete_snapshot(file_db, "exported")
     assert not (tmp_path / "exports" / "exported.zexp").exists()
+
+
+# -- automatic snapshots, retention, and what a kill leaves ---------------------------
+
+
+def _migration(folder: Path, revision: str, down: str | None, body: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{revision}_step.py").write_text(
+        f'"""step {revision}"""\n\nrevision = {revision!r}\ndown_revision = {down!r}\n\n\n'
+        f"def upgrade(patch):\n    {body}\n")
+
+
+def test_failed_attempts_show_their_own_error_and_leave_no_snapshot(shop_db, tmp_path):
+    """Rerunning a failing upgrade within the same second fails with the real error each
+    time, and no attempt leaves a snapshot behind."""
+    folder = tmp_path / "migrations"
+    _migration(folder, "0001", None, 'raise ValueError("bug in the script")')
+    for _attempt in range(3):
+        with pytest.raises(MigrationError, match="bug in the script"):
+            upgrade(shop_db, folder)
+    assert snapshots(shop_db) == []
+
+
+def test_back_to_back_runs_take_snapshots_under_distinct_names(shop_db, tmp_path):
+    """Automatic snapshot names are unique however fast runs follow each other."""
+    folder = tmp_path / "migrations"
+    _migration(folder, "0001", None, 'patch.add_field("shopmodels.User", "email", "e")')
+    taken = []
+    for _round in range(3):
+        taken.append(upgrade(shop_db, folder).snapshot.name)
+        taken.append(restore(shop_db, taken[-1]).safety_snapshot)  # undo it, to run it again
+    assert len(set(taken)) == len(taken) == 6
+    assert all(s.auto for s in snapshots(shop_db))
+
+
+def test_a_partial_run_keeps_its_snapshot_to_undo_what_committed(shop_db, tmp_path):
+    """When some migrations committed before one failed, the snapshot is the way back."""
+    folder = tmp_path / "migrations"
+    _migration(folder, "0001", None, 'patch.add_field("shopmodels.User", "email", "e")')
+    _migration(folder, "0002", "0001", 'raise ValueError("bug in 0002")')
+    with pytest.raises(DSUError):
+        upgrade(shop_db, folder)
+    (kept,) = snapshots(shop_db)
+    assert kept.auto and kept.name.startswith("before-upgrade-0002-")
+
+
+def test_retention_keeps_the_newest_automatic_snapshots_and_named_ones(shop_db, tmp_path):
+    """keep_snapshots keeps that many of dsustore's own snapshots; named ones stay."""
+    snapshot(shop_db, "mine")
+    folder = tmp_path / "migrations"
+    for number in range(1, 5):
+        revision, down = f"{number:04d}", (f"{number - 1:04d}" if number > 1 else None)
+        _migration(folder, revision, down, f'patch.add_field("shopmodels.User", "f{number}", 1)')
+        upgrade(shop_db, folder, keep_snapshots=2)
+    names = [s.name for s in snapshots(shop_db)]
+    assert names[0] == "mine"
+    assert [n.split("-")[2] for n in names[1:]] == ["0003", "0004"]
+
+
+def test_prune_forgets_the_oldest_and_can_include_named_ones(shop_db):
+    """prune_snapshots keeps the newest N automatic snapshots, or all kinds when asked."""
+    for name in ("a", "b"):
+        snapshot(shop_db, name)
+    for _ in range(3):
+        snapshot(shop_db, auto=True)
+    gone = prune_snapshots(shop_db, 1)
+    assert len(gone) == 2 and all(s.auto for s in gone)
+    assert [s.name for s in snapshots(shop_db)][:2] == ["a", "b"]
+    gone = prune_snapshots(shop_db, 1, include_named=True)
+    assert [s.name for s in gone] == ["a", "b"]
+    assert len(snapshots(shop_db)) == 1
+
+
+def test_a_removed_secret_is_gone_from_the_file_after_prune_and_pack(file_db, tmp_path):
+    """The recipe the README gives: a removed field stays readable in Data.fs while a snapshot
+    keeps the state that had it; prune the snapshots, pack, and its bytes are gone."""
+    secret = "plaintext-password-0123456789"
+    with file_db.transaction() as conn:
+        shopmodels.populate(conn.root())
+        conn.root()["users"]["user1"].password = secret
+    folder = tmp_path / "migrations"
+    _migration(folder, "0001", None, 'patch.remove_field("shopmodels.User", "password")')
+    upgrade(file_db, folder)
+    data = Path(file_db.storage.getName())
+    assert pack(file_db).limited_by is not None
+    assert secret.encode() in data.read_bytes()  # the snapshot before the upgrade keeps it
+    prune_snapshots(file_db, 0)
+    assert pack(file_db).limited_by is None
+    assert secret.encode() not in data.read_bytes()
+    Path(f"{data}.old").unlink(missing_ok=True)  # FileStorage's copy of the file before the pack
+
+
+def test_a_half_made_snapshot_of_an_older_release_is_named_and_pruned(shop_db):
+    """A record an older release left without its tid (killed between its two commits) is
+    refused by restore with the command to run, ignored by pack, and pruned."""
+    with shop_db.transaction() as conn:
+        bookkeeping(conn.root(), create=True).snapshots["half"] = {
+            "name": "half", "kind": "tid", "tid": "", "created": "2026-01-01T00:00:00", "note": ""}
+    (half,) = snapshots(shop_db)
+    assert not half.complete
+    with pytest.raises(SnapshotError, match="dsustore snapshot delete half"):
+        restore(shop_db, "half")
+    if keeps_history(shop_db):
+        pack(shop_db)  # no ValueError about the empty tid
+    assert [s.name for s in prune_snapshots(shop_db, 5)] == ["half"]
+
+
+KILLED_SNAPSHOT = textwrap.dedent("""
+    import os, signal, sys
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    from dsustore import snapshot
+
+    path, point = sys.argv[1], sys.argv[2]
+    commits = []
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    class DyingStorage(FileStorage):
+        def tpc_vote(self, transaction):
+            result = super().tpc_vote(transaction)
+            if point == "after-vote" and b"snapshot" in transaction.description:
+                die()
+            return result
+
+        def tpc_finish(self, transaction, f=None):
+            if point == "before-finish" and b"snapshot" in transaction.description:
+                die()
+            result = super().tpc_finish(transaction, f)
+            commits.append(transaction.description)
+            if point == "after-bookkeeping" and b"bookkeeping" in transaction.description:
+                die()
+            return result
+
+    db = ZODB.DB(DyingStorage(path))
+    snapshot(db, "killed")
+    if point == "after-commit":
+        die()
+    db.close()
+""")
+
+
+@pytest.mark.parametrize("point", ["after-bookkeeping", "after-vote", "before-finish",
+                                   "after-commit"])
+def test_a_kill_at_any_point_of_a_snapshot_leaves_none_or_a_whole_one(tmp_path, point):
+    """Killed between or inside the commits of taking a snapshot, the database holds either
+    no snapshot or a complete one that restores and lets pack run."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "Data.fs"
+    db = ZODB.DB(FileStorage(str(path)))
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    db.close()
+    child = subprocess.run([sys.executable, "-c", KILLED_SNAPSHOT, str(path), point],
+                           capture_output=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    db = ZODB.DB(FileStorage(str(path)))
+    try:
+        found = snapshots(db)
+        assert all(s.complete for s in found)
+        assert [s.name for s in found] == (["killed"] if point == "after-commit" else [])
+        pack(db)
+        for snap in found:
+            restore(db, snap.name)
+    finally:
+        db.close()

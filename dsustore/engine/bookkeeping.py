@@ -18,18 +18,33 @@ from BTrees.OOBTree import OOBTree
 ROOT_KEY = "dsustore"
 
 
+class Lease(persistent.Persistent):
+    """The migration lock: who holds it and until when (``holder`` None: free).
+
+    An object of its own, so that renewing the lease never conflicts with the
+    migration it guards, and so that restoring a snapshot (which brings the
+    bookkeeping object back) never brings back a lease.
+    """
+
+    def __init__(self) -> None:
+        self.holder: dict[str, Any] | None = None
+
+
 class Bookkeeping(persistent.Persistent):
     """The dsustore state of one database (stored at ``root["dsustore"]``).
 
     ``applied``: revision → record dict; ``schema``: dotted class name → declared
-    fields; ``snapshots``: name → dict; ``lock``: the migration lease or None.
+    fields; ``snapshots``: name → dict; ``lease``: the migration lock.
     """
+
+    #: databases written before the lease had its own object have none until it is first taken
+    lease: Lease | None = None
 
     def __init__(self) -> None:
         self.applied: OOBTree = OOBTree()
         self.schema: dict[str, list[str]] = {}
         self.snapshots: OOBTree = OOBTree()
-        self.lock: dict[str, Any] | None = None
+        self.lease = Lease()
 
 
 @overload
@@ -44,4 +59,4 @@ def bookkeeping(root: Any, *, create: bool = False) -> Bookkeeping | None:
     return found
 
 
-__all__ = ["ROOT_KEY", "Bookkeeping", "bookkeeping"]
+__all__ = ["ROOT_KEY", "Bookkeeping", "Lease", "bookkeeping"]

@@ -31,6 +31,7 @@ from typing import Any
 from ..engine import Patch, PatchReport, Progress
 from ..errors import LiveUpdateError
 from ..mop.swap import swap_live_objects
+from ..runtime.lock import DEFAULT_TTL
 from ..runtime.runner import UpgradeResult, migrate, revision_graph
 from .code import CodeVersions
 from .gate import CommitGate
@@ -83,7 +84,7 @@ class LiveUpdater:
         on_switch: Callable[[], Any] | None = None,
         progress: Callable[[Progress], None] | None = None,
         lock_wait: float = 0,
-        lock_ttl: float = 3600,
+        lock_ttl: float = DEFAULT_TTL,
     ) -> None:
         self.db = db
         self.migrations_dir = migrations_dir

@@ -1,19 +1,21 @@
-"""Recovery: snapshots, named points a database can be restored to; restoring them; packing
-that keeps them (see :mod:`.snapshots`)."""
+"""Recovery: snapshots, named points a database can be restored to; restoring them; retention;
+packing that keeps them (see :mod:`.snapshots`)."""
 
 from __future__ import annotations
 
 from .snapshots import (
-                        ENV_SNAPSHOTS,
-                        PackReport,
-                        RestoreReport,
-                        Snapshot,
-                        delete_snapshot,
-                        get_snapshot,
-                        pack,
-                        restore,
-                        snapshot,
-                        snapshots,
+    ENV_SNAPSHOTS,
+    PackReport,
+    RestoreReport,
+    Snapshot,
+    delete_snapshot,
+    get_snapshot,
+    pack,
+    prune_snapshots,
+    restore,
+    snapshot,
+    snapshots,
+    unique_name,
 )
 
 __all__ = [
@@ -24,7 +26,9 @@ __all__ = [
     "delete_snapshot",
     "get_snapshot",
     "pack",
+    "prune_snapshots",
     "restore",
     "snapshot",
     "snapshots",
+    "unique_name",
 ]

@@ -1,20 +1,23 @@
 """Named snapshots of a database, restoring them, and packing that keeps them.
 
 On a history-keeping storage (FileStorage, ZEO, MappingStorage, RelStorage with
-history) a snapshot is just a transaction id: the one of the transaction that records
-the snapshot under ``root["dsustore"].snapshots``. Restoring it commits one new
+history) a snapshot is just a transaction id: the last one before the transaction
+that records the snapshot under ``root["dsustore"].snapshots``, which is that
+transaction's view. Taking a snapshot is that one commit, so a process killed at any
+point leaves either no snapshot or a whole one. Restoring it commits one new
 transaction that writes back, for every object changed since, its record as of the
 snapshot. The changed objects come from the storage's transaction log after the
 snapshot, so a restore costs what changed since, not the size of the database, and
 being an ordinary transaction it can itself be undone by restoring the snapshot that
-is taken automatically before it. The snapshot list itself is never rolled back.
+is taken automatically before it. The snapshot list and the migration lock are never
+rolled back.
 
 History-free storages (RelStorage with ``keep_history=false``) keep no old records,
 so there a snapshot is an export: a file holding every current record, in ZODB's
-export format, taken in the transaction right after the one that records the
-snapshot. Restoring imports it under the records' own oids: one new transaction
-writes back every exported record whose state differs now, so references from
-outside the graph stay valid. Such a storage has no transaction log either, so
+export format, of the view of the transaction that records the snapshot. Restoring
+imports it under the records' own oids: one new transaction writes back every
+exported record whose state differs now, so references from outside the graph stay
+valid. Such a storage has no transaction log either, so
 application writes since the snapshot cannot be told from dsustore's: the report
 says so (``application_transactions`` is None) and a restore brings back the
 exported state over them. Where the storage keeps history, an export (asked for
@@ -23,14 +26,21 @@ with ``kind="export"``) is refused over application writes like a transaction id
 Export files go to ``directory``, else ``$DSUSTORE_SNAPSHOTS``, else next to a
 FileStorage (``Data.fs.snapshots``), else next to the database's other exports,
 else ``./dsustore-snapshots``.
+
+Snapshots taken automatically (before an upgrade, a downgrade or a restore) are
+marked so; :func:`prune_snapshots` forgets the oldest of them, so that :func:`pack`
+may drop the states only they kept.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +57,8 @@ from ..errors import SnapshotConflictError, SnapshotError, UnknownSnapshotError
 from ..storage import adapter_for
 from ..storage.connections import cache_of, join, private_connection, savepoint_store
 from ..storage.transactions import is_dsustore, mark
+
+log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+\-]*\Z")
 
@@ -65,9 +77,20 @@ class Snapshot:
     created: str
     path: str | None = None
     note: str = ""
+    #: taken by dsustore itself (before an upgrade, downgrade or restore); pruned by retention
+    auto: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """False for a record an older dsustore left half-made when it was killed."""
+        return bool(self.tid)
 
     @property
     def tid_bytes(self) -> bytes:
+        if not self.complete:
+            raise SnapshotError(
+                f"snapshot {self.name!r} was never completed (the process taking it was "
+                f"killed); forget it with `dsustore snapshot delete {self.name}`")
         return p64(int(self.tid, 16))
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,44 +135,56 @@ class PackReport:
 
 
 def snapshot(db: Any, name: str | None = None, *, note: str = "", kind: Kind | None = None,
-             directory: str | Path | None = None) -> Snapshot:
-    """Take a snapshot named ``name`` (a timestamped name by default) and record it."""
+             directory: str | Path | None = None, auto: bool = False) -> Snapshot:
+    """Take a snapshot named ``name`` (a unique timestamped name by default) and record it.
+
+    One commit records it, with the state as of the transaction before (an export
+    file, written first, holds that same state), so a process killed at any point
+    leaves no half-made snapshot. ``auto`` marks a snapshot dsustore takes itself.
+    """
     kind = kind or ("tid" if adapter_for(db).keeps_history else "export")
     if kind not in ("tid", "export"):
         raise SnapshotError(f"unknown snapshot kind {kind!r} (use 'tid' or 'export')")
     created = datetime.now(UTC)
-    name = name or f"snap-{created:%Y%m%d-%H%M%S-%f}"
+    name = name or unique_name("snap", created)
     if not _NAME_RE.match(name):
         raise SnapshotError(f"invalid snapshot name {name!r}: use letters, digits and . _ - : @ +")
     path = _export_path(db, name, directory) if kind == "export" else None
+    _ensure_bookkeeping(db)  # so that the state the snapshot keeps has the snapshot list
     with private_connection(db) as (conn, tm):
         book = _book(conn.root(), create=True)
         if name in book.snapshots:
             raise SnapshotError(f"a snapshot named {name!r} already exists")
-        record = {"name": name, "kind": kind, "tid": "", "created": created.isoformat(),
-                  "path": str(path) if path else None, "note": note}
+        tid = adapter_for(db).snapshot_tid(conn)  # this transaction's view: the state kept
+        if path is not None:
+            _export(conn, db, path)
+        record = {"name": name, "kind": kind, "tid": tid_repr(tid), "created": created.isoformat(),
+                  "path": str(path) if path else None, "note": note, "auto": auto}
         book.snapshots[name] = record
         mark(tm.get(), f"dsustore snapshot {name}", snapshot=name)
+        try:
+            tm.commit()
+        except BaseException:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            raise
+    return _as_snapshot(record)
+
+
+def unique_name(prefix: str, when: datetime | None = None) -> str:
+    """``prefix-20261201-142233-123456-1a2b``: unique even for back-to-back runs."""
+    when = when or datetime.now(UTC)
+    return f"{prefix}-{when:%Y%m%d-%H%M%S-%f}-{uuid.uuid4().hex[:4]}"
+
+
+def _ensure_bookkeeping(db: Any) -> None:
+    """Create the bookkeeping object in a commit of its own, if the database has none yet."""
+    with private_connection(db) as (conn, tm):
+        if _book(conn.root(), create=False) is not None:
+            return
+        _book(conn.root(), create=True)
+        mark(tm.get(), "dsustore bookkeeping", bookkeeping="created")
         tm.commit()
-        tid = _last_tid(conn, db)
-        tm.begin()
-        if path is not None:
-            # the export is of this transaction's view: the state with the snapshot recorded
-            tid = adapter_for(db).snapshot_tid(conn)
-            try:
-                _export(conn, db, path)
-            except BaseException:
-                tm.abort()
-                tm.begin()
-                del book.snapshots[name]
-                mark(tm.get(), f"dsustore delete snapshot {name} (export failed)",
-                     delete_snapshot=name)
-                tm.commit()
-                raise
-        book.snapshots[name] = dict(record, tid=tid_repr(tid))
-        mark(tm.get(), f"dsustore snapshot {name} (tid)", snapshot=name)
-        tm.commit()
-    return Snapshot(**dict(record, tid=tid_repr(tid)))
 
 
 _take_snapshot = snapshot  # restore() has a parameter of that name
@@ -188,6 +223,34 @@ def delete_snapshot(db: Any, name: str) -> Snapshot:
     return snap
 
 
+def prune_snapshots(db: Any, keep: int, *, include_named: bool = False) -> list[Snapshot]:
+    """Forget all but the ``keep`` newest snapshots dsustore took itself; returns those forgotten.
+
+    With ``include_named``, the snapshots taken by name count too. Snapshots left
+    half-made by an older dsustore are always forgotten. Their export files are
+    deleted; a later :func:`pack` may then drop the states only they kept.
+    """
+    if keep < 0:
+        raise SnapshotError(f"keep must be 0 or more, not {keep}")
+    candidates = [s for s in snapshots(db) if s.complete and (s.auto or include_named)]
+    doomed = [s for s in snapshots(db) if not s.complete]
+    doomed += candidates[:max(len(candidates) - keep, 0)]
+    if not doomed:
+        return []
+    with private_connection(db) as (conn, tm):
+        book = _book(conn.root(), create=False)
+        gone = [snap for snap in doomed if book is not None and snap.name in book.snapshots]
+        for snap in gone:
+            del book.snapshots[snap.name]
+        mark(tm.get(), f"dsustore prune snapshots (keep {keep})",
+             delete_snapshot=[snap.name for snap in gone])
+        tm.commit()
+    for snap in gone:
+        if snap.path:
+            Path(snap.path).unlink(missing_ok=True)
+    return gone
+
+
 def restore(db: Any, snapshot: str | Snapshot, *, force: bool = False) -> RestoreReport:
     """Bring the database back to ``snapshot`` in one new transaction.
 
@@ -195,6 +258,7 @@ def restore(db: Any, snapshot: str | Snapshot, *, force: bool = False) -> Restor
     dsustore (the application's) came after the snapshot, unless ``force``.
     """
     snap = get_snapshot(db, snapshot if isinstance(snapshot, str) else snapshot.name)
+    snap.tid_bytes  # noqa: B018 (a half-made snapshot cannot be restored: this says so)
     history = adapter_for(db).keeps_history
     if snap.kind == "tid" and not history:
         raise SnapshotError(f"snapshot {snap.name!r} is a transaction id, but this storage "
@@ -208,16 +272,18 @@ def restore(db: Any, snapshot: str | Snapshot, *, force: bool = False) -> Restor
             transactions=since.application_transactions, objects=len(since.application_oids))
     if snap.kind == "export":
         return _restore_export(db, snap, since)
-    safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}")
-    since = _changes_since(db, snap.tid_bytes)
-    return _restore_tid(db, snap, since, safety.name)
+    safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}",
+                            auto=True)
+    with _dropped_on_failure(db, safety):
+        since = _changes_since(db, snap.tid_bytes)
+        return _restore_tid(db, snap, since, safety.name)
 
 
 def pack(db: Any, *, days: float = 0) -> PackReport:
     """Pack the storage to ``days`` ago, but never past the oldest kept snapshot."""
     requested = time.time() - days * 86400
-    oldest = min((s for s in snapshots(db) if s.kind == "tid"), key=lambda s: u64(s.tid_bytes),
-                 default=None)
+    oldest = min((s for s in snapshots(db) if s.kind == "tid" and s.complete),
+                 key=lambda s: u64(s.tid_bytes), default=None)
     limited_by = None
     pack_time = requested
     if oldest is not None:
@@ -265,7 +331,7 @@ def _restore_tid(db: Any, snap: Snapshot, since: _Since, safety: str) -> Restore
     created = 0
     with private_connection(db) as (conn, tm):
         storage = adapter_for(db).loader(conn)
-        keep = _snapshot_list_oids(conn)
+        keep = _kept_current(conn)
         txn = tm.get()
         join(conn)
         txn.savepoint(optimistic=True)
@@ -312,15 +378,17 @@ def _load_before(storage: Any, oid: bytes, before: bytes) -> bytes | None:
     return found[0]
 
 
-def _snapshot_list_oids(conn: Any) -> set[bytes]:
-    """Oids of the snapshot list and its BTree buckets: a restore keeps them current."""
+def _kept_current(conn: Any) -> set[bytes]:
+    """Oids a restore leaves as they are now: the snapshot list (its BTree and buckets) and
+    the migration lock's lease."""
     book = _book(conn.root(), create=False)
     if book is None:
         return set()
-    tree = book.snapshots
     storage = adapter_for(conn.db()).loader(conn)
     found: set[bytes] = set()
-    todo = [tree._p_oid]
+    if book.lease is not None and book.lease._p_oid is not None:
+        found.add(book.lease._p_oid)
+    todo = [book.snapshots._p_oid]
     while todo:
         oid = todo.pop()
         if oid is None or oid in found:
@@ -347,8 +415,10 @@ def _safety_name(db: Any, name: str) -> str:
 def _export_path(db: Any, name: str, directory: str | Path | None) -> Path:
     folder = Path(directory) if directory else _default_export_folder(db)
     path = folder / f"{name}.zexp"
-    if path.exists():
-        raise SnapshotError(f"export file {path} already exists")
+    if path.exists() and any(s.path == str(path) for s in snapshots(db)):
+        raise SnapshotError(f"export file {path} already exists and belongs to a snapshot")
+    if path.exists():  # left by a process killed before it recorded the snapshot
+        log.warning("replacing %s, an export no snapshot records", path)
     return path
 
 
@@ -420,13 +490,19 @@ def _restore_export(db: Any, snap: Snapshot, since: _Since | None) -> RestoreRep
     if path is None or not path.is_file():
         raise SnapshotError(f"the export file of snapshot {snap.name!r} is missing: {snap.path}")
     safety = _take_snapshot(db, _safety_name(db, snap.name), note=f"taken before restoring {snap.name}",
-                            directory=path.parent if since is None else None)
+                            directory=path.parent if since is None else None, auto=True)
+    with _dropped_on_failure(db, safety):
+        return _import_export(db, snap, since, path, safety)
+
+
+def _import_export(db: Any, snap: Snapshot, since: _Since | None, path: Path,
+                   safety: Snapshot) -> RestoreReport:
     rewritten: list[bytes] = []
     exported = {oid for oid, _data in _exported_records(path, data=False)}
     adapter = adapter_for(db)
     with private_connection(db) as (conn, tm):
         storage = adapter.loader(conn)
-        keep = _snapshot_list_oids(conn)
+        keep = _kept_current(conn)
         later: set[bytes] = set()
         created = 0
         for oid, tid, _data in adapter.current_records(at=adapter.snapshot_tid(conn), view=conn):
@@ -471,7 +547,20 @@ def _as_snapshot(record: Any) -> Snapshot:
     data = dict(record)
     return Snapshot(name=data["name"], kind=data.get("kind", "tid"), tid=data.get("tid", ""),
                     created=data.get("created", ""), path=data.get("path"),
-                    note=data.get("note", ""))
+                    note=data.get("note", ""), auto=bool(data.get("auto", False)))
+
+
+@contextmanager
+def _dropped_on_failure(db: Any, taken: Snapshot) -> Iterator[None]:
+    """Forget the snapshot ``taken`` for an attempt if the attempt fails: it would only pile up."""
+    try:
+        yield
+    except BaseException:
+        try:
+            delete_snapshot(db, taken.name)
+        except Exception as err:  # the original failure is what the user must see
+            log.warning("could not forget snapshot %s after a failed attempt: %s", taken.name, err)
+        raise
 
 
 def _last_tid(conn: Any, db: Any) -> bytes:

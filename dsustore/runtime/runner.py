@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Any, Literal
 from ..engine import Patch, PatchReport, Progress
 from ..engine.bookkeeping import bookkeeping
 from ..errors import DatabaseAheadError, DatabaseBehindError, DSUError, MigrationError
-from ..recovery import Snapshot, snapshot
+from ..recovery import Snapshot, delete_snapshot, prune_snapshots, snapshot, unique_name
 from ..storage import adapter_for
 from ..storage.connections import private_connection, reading
 from ..storage.transactions import mark
@@ -46,7 +45,7 @@ from .history import (
     record_unapplied,
     transaction_description,
 )
-from .lock import MigrationLock, migration_lock
+from .lock import DEFAULT_TTL, MigrationLock, migration_lock
 from .revisions import RevisionGraph
 from .schema import record_schema
 from .scripts import Script, load_scripts
@@ -148,19 +147,25 @@ def upgrade(
     dry_run: bool = False,
     progress: Callable[[Progress], None] | None = None,
     lock_wait: float = 0,
-    lock_ttl: float = 300,
+    lock_ttl: float = DEFAULT_TTL,
     on_conflict: Literal["fail", "retry"] = "fail",
     transaction_per_migration: bool = True,
     snapshot: bool = True,
+    keep_snapshots: int | None = None,
 ) -> UpgradeResult:
     """Apply the pending migrations up to ``target`` (each in its own transaction by default).
 
     A snapshot is taken first (``snapshot=False`` skips it), so the run can be undone
-    with :func:`dsustore.restore`; ``result.snapshot`` names it.
+    with :func:`dsustore.restore`; ``result.snapshot`` names it. A run that fails before
+    any migration commits forgets it again. ``keep_snapshots`` keeps only that many of
+    the newest automatic snapshots once the run succeeds (``[tool.dsustore]
+    keep_snapshots`` for the command line), so that ``pack`` can drop older states.
+    ``lock_wait`` seconds are waited for another process's migration lock.
     """
     return migrate(db, migrations_dir, "upgrade", target, dry_run=dry_run, progress=progress,
                    lock_wait=lock_wait, lock_ttl=lock_ttl, on_conflict=on_conflict,
-                   transaction_per_migration=transaction_per_migration, snapshot=snapshot)
+                   transaction_per_migration=transaction_per_migration, snapshot=snapshot,
+                   keep_snapshots=keep_snapshots)
 
 
 def downgrade(
@@ -171,15 +176,17 @@ def downgrade(
     dry_run: bool = False,
     progress: Callable[[Progress], None] | None = None,
     lock_wait: float = 0,
-    lock_ttl: float = 300,
+    lock_ttl: float = DEFAULT_TTL,
     on_conflict: Literal["fail", "retry"] = "fail",
     transaction_per_migration: bool = True,
     snapshot: bool = True,
+    keep_snapshots: int | None = None,
 ) -> UpgradeResult:
     """Undo applied migrations down to ``target`` (kept; ``"base"`` undoes all), children first."""
     return migrate(db, migrations_dir, "downgrade", target, dry_run=dry_run, progress=progress,
                    lock_wait=lock_wait, lock_ttl=lock_ttl, on_conflict=on_conflict,
-                   transaction_per_migration=transaction_per_migration, snapshot=snapshot)
+                   transaction_per_migration=transaction_per_migration, snapshot=snapshot,
+                   keep_snapshots=keep_snapshots)
 
 
 def migrate(
@@ -191,10 +198,11 @@ def migrate(
     dry_run: bool = False,
     progress: Callable[[Progress], None] | None = None,
     lock_wait: float = 0,
-    lock_ttl: float = 300,
+    lock_ttl: float = DEFAULT_TTL,
     on_conflict: Literal["fail", "retry"] = "fail",
     transaction_per_migration: bool = True,
     snapshot: bool = True,
+    keep_snapshots: int | None = None,
     configure: Callable[[Patch], None] | None = None,
     graph: RevisionGraph | None = None,
 ) -> UpgradeResult:
@@ -228,14 +236,36 @@ def migrate(
         scripts = plan()  # under the lock: another process may have run them meanwhile
         if scripts and snapshot:
             result.snapshot = _snapshot_before(db, direction, scripts)
-        if not transaction_per_migration and scripts:
-            lock.keep_alive()
-            result.migrations.extend(
-                run_together(db, scripts, direction, lock=lock, configure=configure, **options))
-        for script in scripts if transaction_per_migration else ():
-            lock.keep_alive()
-            result.migrations.append(_run(db, script, direction, lock=lock, **options))
+        with _snapshot_dropped_if_nothing_ran(db, result):
+            if not transaction_per_migration and scripts:
+                lock.keep_alive()
+                result.migrations.extend(
+                    run_together(db, scripts, direction, lock=lock, configure=configure, **options))
+            for script in scripts if transaction_per_migration else ():
+                lock.keep_alive()
+                result.migrations.append(_run(db, script, direction, lock=lock, **options))
+    if result.snapshot is not None and keep_snapshots is not None:
+        pruned = prune_snapshots(db, keep_snapshots)
+        if pruned:
+            log.info("forgot %d older automatic snapshot(s), keeping %d", len(pruned), keep_snapshots)
     return result
+
+
+@contextmanager
+def _snapshot_dropped_if_nothing_ran(db: Any, result: UpgradeResult) -> Iterator[None]:
+    """A run that fails before any migration commits forgets the snapshot it took first:
+    the database is as the snapshot has it, and failed attempts would pile snapshots up."""
+    try:
+        yield
+    except BaseException:
+        taken = result.snapshot
+        if taken is not None and not result.migrations:
+            try:
+                delete_snapshot(db, taken.name)
+                result.snapshot = None
+            except Exception as err:  # the failure itself is what the user must see
+                log.warning("could not forget snapshot %s: %s", taken.name, err)
+        raise
 
 
 def ensure_current(
@@ -411,7 +441,7 @@ def _naming_the_migration(patch: Patch, revision: str | None) -> Iterator[None]:
 def _snapshot_before(db: Any, direction: Direction, scripts: list[Script]) -> Snapshot:
     """The snapshot every run that changes data takes first, named for where it goes."""
     last = re.sub(r"[^A-Za-z0-9._-]", "_", scripts[-1].revision)
-    taken = snapshot(db, f"before-{direction}-{last}-{time.strftime('%Y%m%d-%H%M%S')}",
+    taken = snapshot(db, unique_name(f"before-{direction}-{last}"), auto=True,
                      note=f"taken before {direction} of {', '.join(s.revision for s in scripts)}")
     log.info("snapshot %s (%s) taken before the %s", taken.name, taken.kind, direction)
     return taken
@@ -427,7 +457,7 @@ def _bookkeeping_hook(
     def hook(patch: Patch, report: PatchReport) -> None:
         root = patch.new_ns.root
         if lock is not None:
-            lock.verify(root)
+            lock.verify()
         for script, stage in zip(scripts, report.stages, strict=False):
             if direction == "upgrade":
                 record_applied(root, script, stage)
