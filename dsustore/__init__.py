@@ -56,17 +56,29 @@ from .errors import (
 )
 from .live import CommitGate, LiveUpdater, LiveUpdateResult, StaleCodeGuard, guard_stale_code, known_revisions
 from .operations import FieldPolicy, MigrationPolicy, Validation, policies, validations
-from .recovery import PackReport, RestoreReport, Snapshot, delete_snapshot, pack, restore, snapshot, snapshots
+from .recovery import (
+    PackReport,
+    RestoreReport,
+    Snapshot,
+    delete_snapshot,
+    pack,
+    prune_snapshots,
+    restore,
+    snapshot,
+    snapshots,
+)
 from .runtime import (
     Drift,
     MigrationLock,
     MigrationResult,
     UpgradeResult,
+    break_lock,
     current,
     downgrade,
     draft_operations,
     edited_scripts,
     ensure_current,
+    lock_status,
     migration_lock,
     pending,
     schema_drift,
@@ -93,11 +105,13 @@ __all__ = [
     "MigrationLock",
     "MigrationResult",
     "UpgradeResult",
+    "break_lock",
     "current",
     "downgrade",
     "draft_operations",
     "edited_scripts",
     "ensure_current",
+    "lock_status",
     "migration_lock",
     "pending",
     "schema_drift",
@@ -109,6 +123,7 @@ __all__ = [
     "Snapshot",
     "delete_snapshot",
     "pack",
+    "prune_snapshots",
     "restore",
     "snapshot",
     "snapshots",

@@ -24,6 +24,7 @@ from .mop.records import class_name_of
 from .runtime import runner
 from .runtime.authoring import write_script
 from .runtime.history import applied_revisions
+from .runtime.lock import break_lock, lock_status
 from .runtime.revisions import RevisionGraph
 from .runtime.schema import draft_operations, schema_drift
 from .runtime.scripts import load_scripts
@@ -253,3 +254,22 @@ def _hex(oid: bytes) -> str:
 
 def _describe_db(db: Any) -> str:
     return str(getattr(db.storage, "getName", lambda: "database")())
+
+
+# -- the migration lock and snapshot retention ----------------------------------------------
+
+
+def lock(db: Any) -> dict[str, Any]:
+    """Who holds the migration lock (``holder`` None when nobody does)."""
+    return {"holder": lock_status(db)}
+
+
+def unlock(db: Any) -> dict[str, Any]:
+    """Break the migration lock whoever holds it; ``broken`` is the holder it had."""
+    return {"broken": break_lock(db)}
+
+
+def snapshot_prune(db: Any, *, keep: int, include_named: bool = False) -> dict[str, Any]:
+    """Forget all but the ``keep`` newest automatic snapshots (all kinds with ``include_named``)."""
+    gone = recovery.prune_snapshots(db, keep, include_named=include_named)
+    return {"pruned": [s.as_dict() for s in gone], "kept": [s.name for s in recovery.snapshots(db)]}

@@ -9,7 +9,7 @@ schema of the stored classes (:mod:`.schema`), taking a snapshot first.
 
 from __future__ import annotations
 
-from .lock import MigrationLock, migration_lock
+from .lock import MigrationLock, break_lock, lock_status, migration_lock
 from .runner import (
                      MigrationResult,
                      UpgradeResult,
@@ -31,11 +31,13 @@ __all__ = [
     "MigrationLock",
     "MigrationResult",
     "UpgradeResult",
+    "break_lock",
     "current",
     "downgrade",
     "draft_operations",
     "edited_scripts",
     "ensure_current",
+    "lock_status",
     "migrate",
     "migration_lock",
     "pending",
