@@ -261,6 +261,9 @@ class PartialRunError(DSUError):
         self.cause = cause
         super().__init__(message, **context)
 
+    def _render(self) -> str:
+        return self.reason  # names the failed migration itself, among the others
+
 
 class MigrationScriptError(DSUError):
     """A migration script cannot be loaded or written."""

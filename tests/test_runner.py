@@ -19,7 +19,7 @@ from dsustore import DSUError, PolicyError, UpdateConflictError
 from conftest import keeps_history
 from dsustore.engine.bookkeeping import ROOT_KEY, bookkeeping
 from dsustore.errors import (DatabaseAheadError, DatabaseBehindError, LockHeldError,
-                             LockLostError, MigrationError)
+                             LockLostError, MigrationError, PartialRunError)
 from dsustore.runtime.history import applied_records, applied_revisions
 from dsustore.runtime.lock import MigrationLock, migration_lock
 from dsustore.runtime.runner import (
@@ -143,17 +143,21 @@ def test_upgrade_to_a_target_stops_there(shop_db, migrations):
 
 
 def test_a_broken_migration_is_named_and_leaves_the_database_as_before_it(shop_db, migrations):
-    """A policy raising in 0004 names 0004; 0003 stays applied and nothing of 0004 is written."""
+    """A policy raising in 0004 names 0004; 0003 stays applied and nothing of 0004 is written.
+
+    0003 committed in the same run, so the run is a partial one (PartialRunError, the
+    policy's error as its cause)."""
     write_script(migrations, "0004", "0003", """
         def explode(old, new, old_ns, new_ns):
             raise RuntimeError("boom")
         patch.migrate_instances("shopmodels.Product", explode)
         """, message="broken")
     upgrade(shop_db, migrations, "0002")
-    with pytest.raises(PolicyError) as failed:
+    with pytest.raises(PartialRunError) as failed:
         upgrade(shop_db, migrations)
-    assert failed.value.migration == "0004"
-    assert "migration 0004" in str(failed.value)
+    assert failed.value.migration == failed.value.failed == "0004"
+    assert isinstance(failed.value.__cause__, PolicyError)
+    assert "migration 0004" in str(failed.value.__cause__)
     assert applied_revisions(shop_db) == {"0001", "0002", "0003"}
     last = int(applied_records(shop_db)["0003"]["tid_after"], 16)
     with shop_db.transaction() as conn:
@@ -176,6 +180,29 @@ def test_a_failed_migration_changes_no_data_record(shop_db, migrations):
     assert failed.value.migration == "0004" and "script bug" in str(failed.value)
     assert data_image(shop_db) == before
     assert bookkeeping_lock(shop_db) is None
+
+
+def test_a_run_that_stops_part_way_says_what_committed_failed_and_is_pending(shop_db, migrations):
+    """Five migrations down to base, one transaction each: 0005-0003 commit, 0002 fails, 0001 is
+    not run -- PartialRunError says all three, with the failure as its cause."""
+    write_script(migrations, "0004", "0003", 'patch.add_field("shopmodels.Order", "paid", False)',
+                 'patch.remove_field("shopmodels.Order", "paid")', message="paid")
+    write_script(migrations, "0005", "0004", 'patch.add_field("shopmodels.Order", "sent", False)',
+                 'patch.remove_field("shopmodels.Order", "sent")', message="sent")
+    path = next(migrations.glob("0002_*.py"))
+    path.write_text(path.read_text().replace(
+        'patch.rename_field("shopmodels.User", "secret", "password")', 'raise ValueError("no way back")'))
+    upgrade(shop_db, migrations)
+    with pytest.raises(PartialRunError) as stopped:
+        downgrade(shop_db, migrations, "base")
+    error = stopped.value
+    assert (error.direction, error.committed, error.failed, error.pending) == (
+        "downgrade", ("0005", "0004", "0003"), "0002", ("0001",))
+    assert isinstance(error.__cause__, MigrationError)
+    assert error.cause["error"] == "MigrationError" and error.cause["migration"] == "0002"
+    assert "no way back" in error.cause["message"]
+    assert "0005, 0004, 0003 committed" in str(error) and "not run: 0001" in str(error)
+    assert current(shop_db) == ("0002",)
 
 
 def bookkeeping_lock(db):
