@@ -446,6 +446,29 @@ def test_schema_drift_detects_a_missing_class(shop_db, migrations, monkeypatch):
     assert "patch.remove_field('x.Y', 'b')" in lines and len(lines) == 5
 
 
+def test_a_stored_class_that_does_not_import_is_not_drift_and_is_not_drafted_away(
+        shop_db, migrations, tmp_path, monkeypatch):
+    """A class whose module fails to import is reported with the import's error, not as
+    missing, and drafting leaves it alone; a module gone from a package that imports is missing."""
+    (tmp_path / "needsdep.py").write_text('raise ImportError("needsdep needs libfoo")\n')
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    upgrade(shop_db, migrations, "0001")
+    with shop_db.transaction() as conn:
+        bookkeeping(conn.root()).schema = {"needsdep.Thing": ["a"], "notonpath.models.User": ["b"],
+                                           "pkg.gone.Item": ["c"]}
+    drift = {d.class_name: d for d in schema_drift(shop_db)}
+    assert drift["needsdep.Thing"].kind == "import_failed"
+    assert drift["needsdep.Thing"].cause == "ImportError: needsdep needs libfoo"
+    assert drift["notonpath.models.User"].kind == "import_failed"
+    assert drift["notonpath.models.User"].cause == "ModuleNotFoundError: No module named 'notonpath'"
+    assert drift["pkg.gone.Item"].kind == "class_missing"
+    drafted = draft_operations(drift.values())
+    assert not any("needsdep" in line or "notonpath" in line for line in drafted if "patch." in line)
+    assert any(line.startswith("patch.remove_class('pkg.gone.Item')") for line in drafted)
+
+
 def test_bookkeeping_lives_under_one_root_key(shop_db, migrations):
     """All dsustore state is under root['dsustore'], with a snapshots tree ready for use."""
     conn, tm = read_root(shop_db)
