@@ -19,7 +19,7 @@ from dsustore import DSUError, PolicyError, UpdateConflictError
 from conftest import keeps_history
 from dsustore.engine.bookkeeping import ROOT_KEY, bookkeeping
 from dsustore.errors import (DatabaseAheadError, DatabaseBehindError, LockHeldError,
-                             LockLostError, MigrationError, PartialRunError)
+                             LockLostError, MigrationError, MultipleHeadsError, PartialRunError)
 from dsustore.runtime.history import applied_records, applied_revisions
 from dsustore.runtime.lock import MigrationLock, migration_lock
 from dsustore.runtime.runner import (
@@ -140,6 +140,21 @@ def test_upgrade_to_a_target_stops_there(shop_db, migrations):
     upgrade(shop_db, migrations, "0002")
     assert applied_revisions(shop_db) == {"0001", "0002"}
     assert [s.revision for s in pending(shop_db, migrations)] == ["0003"]
+
+
+def test_a_forked_history_is_refused_unless_every_head_is_asked_for(shop_db, migrations, unchanged):
+    """Two scripts on 0003: upgrade() names both heads and writes nothing; 'heads' applies both."""
+    write_script(migrations, "0004a", "0003", 'patch.add_field("shopmodels.Order", "paid", False)',
+                 message="paid")
+    write_script(migrations, "0004b", "0003", 'patch.add_field("shopmodels.Order", "sent", False)',
+                 message="sent")
+    snapshot = unchanged(shop_db)
+    with pytest.raises(MultipleHeadsError) as refused:
+        upgrade(shop_db, migrations)
+    assert refused.value.heads == ("0004a", "0004b")
+    snapshot.check()
+    assert upgrade(shop_db, migrations, "heads").revisions == ["0001", "0002", "0003", "0004a", "0004b"]
+    assert current(shop_db) == ("0004a", "0004b")
 
 
 def test_a_broken_migration_is_named_and_leaves_the_database_as_before_it(shop_db, migrations):
