@@ -282,6 +282,29 @@ def test_progress_reporter_draws_a_bar_on_a_tty_and_lines_elsewhere():
     assert log.getvalue() == "migrate: 100/100 scanned, 10 migrated, 50/s, ETA 0s\n"
 
 
+def test_the_eta_is_the_records_left_at_the_rate_so_far_and_never_a_guess():
+    """A sequence of Progress values: the ETA is (total - scanned) / (scanned / elapsed); once a
+    scan has gone past its total, that total was wrong and no ETA (nor bar) is shown."""
+    import io
+
+    from dsustore import Progress
+    from dsustore.cli.progress import ProgressReporter, bar
+
+    sequence = [Progress("migrate", scanned=1000, migrated=0, total=4000, elapsed=1.0),
+                Progress("migrate", scanned=2000, migrated=0, total=4000, elapsed=4.0),
+                Progress("migrate", scanned=5000, migrated=0, total=4000, elapsed=6.0),
+                Progress("migrate", scanned=7000, migrated=0, total=7000, elapsed=7.0)]
+    assert [p.eta for p in sequence] == [3.0, 4.0, None, 0.0]
+    log = io.StringIO()
+    reporter = ProgressReporter(log, tty=False, interval=0)
+    for progress in sequence:
+        reporter(progress)
+    assert [line.rsplit(", ", 1)[-1] for line in log.getvalue().splitlines()] == [
+        "ETA 3s", "ETA 4s", "ETA ?", "ETA 0s"]
+    assert "5,000 scanned" in log.getvalue() and "5,000/4,000" not in log.getvalue()
+    assert bar(sequence[2]).strip("[ ]") == "" and bar(sequence[1]).endswith(" 50%")
+
+
 def test_database_from_pyproject_and_environment(project):
     """Without --db the database comes from DSUSTORE_DB, else from [tool.dsustore] in pyproject.toml."""
     (project / "pyproject.toml").write_text('[tool.dsustore]\ndb = "Data.fs"\nmigrations = "migrations"\n')
