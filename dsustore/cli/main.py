@@ -48,7 +48,7 @@ database: --db URI, else $DSUSTORE_DB, else [tool.dsustore] db in ./pyproject.to
 
 exit codes:
   {EXIT_OK}  success
-  {EXIT_FAILURE}  failure (nothing of the failing migration was written)
+  {EXIT_FAILURE}  failure
   {EXIT_USAGE}  usage error
   {EXIT_PENDING}  status --check: migrations are pending
   {EXIT_LOCKED}  lock held (another process migrates or holds the database)
