@@ -139,14 +139,12 @@ def _file_storage(uri: str, *, create: bool, read_only: bool, repair: bool = Fal
     path = filestorage_path(uri)
     assert path is not None
     if not path.exists():
-        if not create:
+        if not create or read_only:
             raise DatabaseMissingError(
                 f"no database at {path}, and nothing was created: check the path (--db, "
                 "$DSUSTORE_DB, [tool.dsustore] db), or make a new database there with "
                 "`dsustore init` or `dsustore upgrade --create` (create=True in Python)",
                 path=str(path))
-        if read_only:
-            raise DatabaseMissingError(f"no database at {path} to open read-only", path=str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.is_file():
         raise DatabaseOpenError(f"no database at {path} (it is not a file)")
