@@ -8,7 +8,7 @@ formats the results. Errors are :class:`~dsustore.errors.DSUError` subclasses.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,16 @@ from ZODB.utils import u64
 
 from . import recovery
 from .engine import Patch
-from .errors import DSUError
+from .errors import ClassResolutionError, DSUError
 from .mop import class_counts
-from .mop.classes import resolve
+from .mop.classes import import_problem
 from .mop.records import class_name_of
 from .runtime import runner
-from .runtime.authoring import write_script
+from .runtime.authoring import write_merge, write_script
 from .runtime.history import applied_revisions
 from .runtime.lock import break_lock, lock_status
 from .runtime.revisions import RevisionGraph
-from .runtime.schema import draft_operations, schema_drift
+from .runtime.schema import Drift, draft_operations, schema_drift
 from .runtime.scripts import load_scripts
 from .storage import adapter_for
 
@@ -46,7 +46,11 @@ PYPROJECT_HINT = """\
 [tool.dsustore]
 db = "Data.fs"
 migrations = "{migrations}"
+sys_path = "."    # where the project's code imports from (the default)
 """
+
+#: how many oids of a class that does not import :func:`verify` lists
+BROKEN_OIDS_SHOWN = 10
 
 
 # -- folder and scripts ---------------------------------------------------------
@@ -70,19 +74,47 @@ def init(migrations_dir: str | Path, *, db: Any = None) -> dict[str, Any]:
 
 def revision(migrations_dir: str | Path, message: str, *, autogenerate: bool = False,
              db: Any = None, revision_id: str | None = None) -> dict[str, Any]:
-    """Write a new migration script; ``autogenerate`` drafts it from the schema drift of ``db``."""
+    """Write a new migration script; ``autogenerate`` drafts it from the schema drift of ``db``.
+
+    Drafting refuses while stored classes do not import: it could not tell a class
+    that is gone from one that is out of reach, and would draft removing it.
+    """
     body = "pass"
     operations: list[str] = []
     if autogenerate:
         if db is None:
             raise DSUError("--autogenerate needs a database to compare the code with")
-        operations = draft_operations(schema_drift(db))
+        drift = schema_drift(db)
+        _refuse_import_failures(drift)
+        operations = draft_operations(drift)
         if operations:
             body = "\n".join(operations)
     path = write_script(migrations_dir, message=message, revision=revision_id, body_upgrade=body)
+    return _written(migrations_dir, path, operations)
+
+
+def merge(migrations_dir: str | Path, message: str, revisions: Iterable[str] = (), *,
+          revision_id: str | None = None) -> dict[str, Any]:
+    """Write a merge revision joining ``revisions`` (default: every head) into one history."""
+    path = write_merge(migrations_dir, message=message, revisions=revisions, revision=revision_id)
+    return _written(migrations_dir, path, [])
+
+
+def _written(migrations_dir: str | Path, path: Path, operations: list[str]) -> dict[str, Any]:
     script = next(s for s in load_scripts(migrations_dir) if s.path == path)
     return {"revision": script.revision, "down_revisions": list(script.down_revisions),
             "path": str(path), "message": script.message, "operations": operations}
+
+
+def _refuse_import_failures(drift: list[Drift]) -> None:
+    failed = [d for d in drift if d.kind == "import_failed"]
+    if not failed:
+        return
+    causes = sorted({d.cause or "" for d in failed})
+    raise ClassResolutionError(
+        f"cannot draft a migration: {len(failed)} stored class(es) do not import "
+        f"({', '.join(d.class_name for d in failed)}): {'; '.join(causes)}. Is the project "
+        "folder on sys.path ([tool.dsustore] sys_path)?")
 
 
 def history(migrations_dir: str | Path, *, db: Any = None) -> list[dict[str, Any]]:
@@ -106,7 +138,7 @@ def heads(migrations_dir: str | Path) -> list[str]:
 # -- running migrations -------------------------------------------------------------
 
 
-def upgrade(db: Any, migrations_dir: str | Path, target: str = "heads", *, dry_run: bool = False,
+def upgrade(db: Any, migrations_dir: str | Path, target: str = "head", *, dry_run: bool = False,
             progress: Callable[[Any], None] | None = None, **options: Any) -> dict[str, Any]:
     """Apply pending migrations up to ``target`` (options as :func:`dsustore.upgrade`)."""
     result = runner.upgrade(db, migrations_dir, target, dry_run=dry_run, progress=progress,
@@ -133,22 +165,43 @@ def stamp(db: Any, migrations_dir: str | Path, target: str) -> dict[str, Any]:
 
 
 def status(db: Any, migrations_dir: str | Path) -> dict[str, Any]:
-    """Where the database stands: current revisions, pending migrations, schema drift."""
-    waiting = runner.pending(db, migrations_dir)
+    """Where the database stands: current revisions, the scripts' heads (a fork), pending
+    migrations (on every branch), schema drift, classes that do not import, edits.
+
+    ``up_to_date`` means nothing is pending; ``ok`` that nothing at all is amiss, and
+    ``problems`` says in words what is.
+    """
+    heads = list(runner.revision_graph(migrations_dir).heads())
+    waiting = runner.pending(db, migrations_dir, "heads")
     drift = schema_drift(db)
+    edited = runner.edited_scripts(db, migrations_dir)
+    unknown = runner.unknown_revisions(db, migrations_dir)
+    failed = [d for d in drift if d.kind == "import_failed"]
+    problems = [
+        *([f"{len(waiting)} migration(s) pending"] if waiting else []),
+        *([f"schema drift in {len(drift) - len(failed)} class(es) without a migration"]
+          if len(drift) > len(failed) else []),
+        *([f"{len(failed)} stored class(es) do not import"] if failed else []),
+        *([f"applied script(s) edited since: {', '.join(edited)}"] if edited else []),
+        *([f"applied revision(s) no script declares: {', '.join(unknown)}"] if unknown else []),
+    ]
     return {
         "current": list(runner.current(db)),
+        "heads": heads,
+        "forked": len(heads) > 1,
         "pending": [{"revision": s.revision, "message": s.message, "path": s.path.name}
                     for s in waiting],
         "drift": [{"class": d.class_name, "kind": d.kind, "added": list(d.added),
-                   "removed": list(d.removed)} for d in drift],
-        "edited": runner.edited_scripts(db, migrations_dir),
-        "unknown": runner.unknown_revisions(db, migrations_dir),
+                   "removed": list(d.removed), "cause": d.cause} for d in drift],
+        "edited": edited,
+        "unknown": unknown,
         "up_to_date": not waiting,
+        "ok": not problems,
+        "problems": problems,
     }
 
 
-def plan(db: Any, migrations_dir: str | Path, target: str = "heads") -> list[dict[str, Any]]:
+def plan(db: Any, migrations_dir: str | Path, target: str = "head") -> list[dict[str, Any]]:
     """The operations each pending migration would record; nothing is run or written."""
     planned = []
     for script in runner.pending(db, migrations_dir, target):
@@ -182,6 +235,9 @@ def scan(db: Any) -> dict[str, Any]:
 def verify(db: Any) -> dict[str, Any]:
     """Whole-database checks: records whose class does not import, references to missing oids.
 
+    Records whose class does not import are reported once per class: how many, the
+    error its import raised, and the first few oids.
+
     Where the storage keeps an index of oids in memory anyway (FileStorage), the walk
     streams; other storages are checked against the set of oids the walk has seen,
     which grows with the database.
@@ -192,17 +248,22 @@ def verify(db: Any) -> dict[str, Any]:
     referenced: dict[bytes, bytes] = {}
     dangling: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
-    broken: list[dict[str, str]] = []
-    resolved: dict[str, bool] = {}
+    broken: dict[str, dict[str, Any]] = {}
+    causes: dict[str, str | None] = {}
     objects = 0
     for oid, _tid, data in adapter.current_records():
         objects += 1
         name = class_name_of(data)
         counts[name] += 1
-        if name not in resolved:
-            resolved[name] = resolve(name) is not None
-        if not resolved[name]:
-            broken.append({"oid": _hex(oid), "class": name})
+        if name not in causes:
+            problem = import_problem(name)
+            causes[name] = problem.cause if problem is not None else None
+        if causes[name] is not None:
+            entry = broken.setdefault(name, {"class": name, "count": 0, "cause": causes[name],
+                                             "oids": []})
+            entry["count"] += 1
+            if len(entry["oids"]) < BROKEN_OIDS_SHOWN:
+                entry["oids"].append(_hex(oid))
         if index is not None:
             dangling.extend({"oid": _hex(ref), "referenced_by": _hex(oid)}
                             for ref in referencesf(data) if ref not in index)
@@ -213,7 +274,8 @@ def verify(db: Any) -> dict[str, Any]:
     dangling += [{"oid": _hex(ref), "referenced_by": _hex(holder)}
                  for ref, holder in sorted(referenced.items()) if ref not in known]
     return {"ok": not broken and not dangling, "objects": objects,
-            "classes": dict(sorted(counts.items())), "broken": broken, "dangling": dangling}
+            "classes": dict(sorted(counts.items())),
+            "broken": [broken[name] for name in sorted(broken)], "dangling": dangling}
 
 
 # -- snapshots ---------------------------------------------------------------------------

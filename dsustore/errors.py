@@ -41,6 +41,8 @@ Lower-level causes are chained with ``raise ... from``. Context is keyword-only:
     ├── DatabaseOpenError           the database named by a URI cannot be opened
     │   ├── DatabaseLockedError     another process holds it open
     │   ├── DatabaseMissingError    there is no database there (and none was to be made)
+    │   ├── DatabaseDamagedError    the file ends in damaged data that opening it for
+    │   │                           writing would cut (``path``, ``position``, ``cut``)
     │   └── NoDatabaseConfiguredError  no --db, DSUSTORE_DB or [tool.dsustore] db
     ├── LiveUpdateError             the new code could not be loaded into the process
     ├── GateTimeoutError            transactions in flight did not end in time
@@ -259,6 +261,9 @@ class PartialRunError(DSUError):
         self.cause = cause
         super().__init__(message, **context)
 
+    def _render(self) -> str:
+        return self.reason  # names the failed migration itself, among the others
+
 
 class MigrationScriptError(DSUError):
     """A migration script cannot be loaded or written."""
@@ -387,6 +392,19 @@ class DatabaseMissingError(DatabaseOpenError):
         super().__init__(message, **context)
 
 
+class DatabaseDamagedError(DatabaseOpenError):
+    """A FileStorage ends in data that is not a whole transaction; opening it for writing
+    would cut ``cut`` bytes from ``position`` (ZODB keeps them in a ``.trN`` file)."""
+
+    fact_names = ("path", "position", "cut")
+
+    def __init__(self, message: str, *, path: str, position: int, cut: int, **context: Any) -> None:
+        self.path = path
+        self.position = position
+        self.cut = cut
+        super().__init__(message, **context)
+
+
 class NoDatabaseConfiguredError(DatabaseOpenError):
     """No ``--db``, no ``DSUSTORE_DB`` and no ``[tool.dsustore] db`` in pyproject.toml."""
 
@@ -420,6 +438,7 @@ __all__ = [
     "DSUError",
     "DatabaseAheadError",
     "DatabaseBehindError",
+    "DatabaseDamagedError",
     "DatabaseLockedError",
     "DatabaseMissingError",
     "DatabaseOpenError",

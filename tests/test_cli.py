@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from conftest import storage_image
 from ZODB.FileStorage import FileStorage
 
 import shopmodels
-from dsustore.cli import EXIT_LOCKED, EXIT_PENDING
+from dsustore.cli import EXIT_DRIFT, EXIT_LOCKED, EXIT_PARTIAL, EXIT_PENDING, EXIT_VALIDATION
 
 TESTS = Path(__file__).parent
 
@@ -195,7 +196,8 @@ def test_help_documents_exit_codes(tmp_path):
     result = subprocess.run([sys.executable, "-m", "dsustore.cli", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    assert "exit codes" in result.stdout and "pending migrations" in result.stdout
+    assert "exit codes" in result.stdout and "migrations are pending" in result.stdout
+    assert f"{EXIT_PARTIAL}  partial run" in result.stdout and f"{EXIT_DRIFT}  status --check" in result.stdout
 
 
 # -- bad input: one line, non-zero, database untouched --------------------------------
@@ -236,11 +238,13 @@ def test_missing_database_is_not_created(tmp_path):
 
 
 def test_locked_database(project):
-    """A database another process holds open gives exit code 4 and one line."""
+    """A database another process holds open refuses a write command with exit code 4 and one
+    line; a read-only command reads it all the same."""
     held = FileStorage(str(project / "Data.fs"))
     try:
-        line = assert_one_line_error(run(project, "scan"), code=EXIT_LOCKED)
+        line = assert_one_line_error(run(project, "stamp", "base"), code=EXIT_LOCKED)
         assert "locked by another process" in line
+        assert run(project, "scan").returncode == 0
     finally:
         held.close()
 
@@ -276,6 +280,29 @@ def test_progress_reporter_draws_a_bar_on_a_tty_and_lines_elsewhere():
     reporter = ProgressReporter(log, tty=False, interval=0)
     reporter(Progress("migrate", scanned=100, migrated=10, total=100, elapsed=2.0))
     assert log.getvalue() == "migrate: 100/100 scanned, 10 migrated, 50/s, ETA 0s\n"
+
+
+def test_the_eta_is_the_records_left_at_the_rate_so_far_and_never_a_guess():
+    """A sequence of Progress values: the ETA is (total - scanned) / (scanned / elapsed); once a
+    scan has gone past its total, that total was wrong and no ETA (nor bar) is shown."""
+    import io
+
+    from dsustore import Progress
+    from dsustore.cli.progress import ProgressReporter, bar
+
+    sequence = [Progress("migrate", scanned=1000, migrated=0, total=4000, elapsed=1.0),
+                Progress("migrate", scanned=2000, migrated=0, total=4000, elapsed=4.0),
+                Progress("migrate", scanned=5000, migrated=0, total=4000, elapsed=6.0),
+                Progress("migrate", scanned=7000, migrated=0, total=7000, elapsed=7.0)]
+    assert [p.eta for p in sequence] == [3.0, 4.0, None, 0.0]
+    log = io.StringIO()
+    reporter = ProgressReporter(log, tty=False, interval=0)
+    for progress in sequence:
+        reporter(progress)
+    assert [line.rsplit(", ", 1)[-1] for line in log.getvalue().splitlines()] == [
+        "ETA 3s", "ETA 4s", "ETA ?", "ETA 0s"]
+    assert "5,000 scanned" in log.getvalue() and "5,000/4,000" not in log.getvalue()
+    assert bar(sequence[2]).strip("[ ]") == "" and bar(sequence[1]).endswith(" 50%")
 
 
 def test_database_from_pyproject_and_environment(project):
@@ -338,3 +365,362 @@ def test_verify_reports_a_reference_to_a_missing_object(db):
     report = commands.verify(db)
     assert report["ok"] is False
     assert report["dangling"] == [{"oid": "0x77", "referenced_by": commands._hex(holder._p_oid)}]
+
+
+# -- issue 12: fail loud, recover cleanly ------------------------------------------------
+
+
+def script(revision: str, down: str | None, body: str, undo: str = "pass", message: str = "") -> str:
+    """The source of a migration script."""
+    return (f'"""{message or "migration " + revision}"""\n\nrevision = {revision!r}\n'
+            f"down_revision = {down!r}\n\n\ndef upgrade(patch):\n    {body}\n\n\n"
+            f"def downgrade(patch):\n    {undo}\n")
+
+
+def fork(project: Path) -> None:
+    """0001, then two scripts on top of it: a forked history with heads 0002 and 0003."""
+    migrations = project / "migrations"
+    (migrations / "0001_add_email.py").write_text(MIGRATION)
+    (migrations / "0002_paid.py").write_text(
+        script("0002", "0001", 'patch.add_field("shopmodels.Order", "paid", False)'))
+    (migrations / "0003_sent.py").write_text(
+        script("0003", "0001", 'patch.add_field("shopmodels.Order", "sent", False)'))
+
+
+def test_a_plain_upgrade_refuses_a_forked_history_and_names_the_way_on(project):
+    """upgrade (no target) on two heads: exit 1, one line naming both heads, merge and
+    upgrade heads; --json carries the heads; nothing is written."""
+    fork(project)
+    before = image(project)
+    line = assert_one_line_error(run(project, "upgrade"), code=1)
+    assert "0002 (0002_paid.py), 0003 (0003_sent.py)" in line
+    assert "`dsustore merge -m MESSAGE`" in line and "`dsustore upgrade heads`" in line
+    data = json.loads(run(project, "upgrade", "--json").stdout)
+    assert (data["error"], data["heads"], data["exit_code"]) == ("MultipleHeadsError", ["0002", "0003"], 1)
+    assert image(project) == before
+    result = run(project, "upgrade", "heads")
+    assert result.returncode == 0, result.stderr
+    assert run(project, "current").stdout.split() == ["0002,", "0003"]
+
+
+def test_status_shows_a_fork(project):
+    """status says the scripts forked, naming the heads, in text and JSON."""
+    fork(project)
+    text = run(project, "status").stdout
+    assert ("forked: the scripts have 2 heads, 0002, 0003; join them with `dsustore merge -m "
+            "MESSAGE`") in text
+    data = json.loads(run(project, "--json", "status").stdout)
+    assert data["forked"] is True and data["heads"] == ["0002", "0003"]
+    assert [p["revision"] for p in data["pending"]] == ["0001", "0002", "0003"]
+
+
+def test_merge_writes_a_revision_joining_the_heads(project):
+    """merge -m writes a script whose down_revision is both heads; then a plain upgrade runs."""
+    fork(project)
+    result = run(project, "merge", "-m", "join paid and sent")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wrote ") and "(revision 0004 merging 0002, 0003)" in result.stdout
+    assert run(project, "heads").stdout.split() == ["0004"]
+    assert 'down_revision = ("0002", "0003")' in (
+        project / "migrations" / "0004_join_paid_and_sent.py").read_text()
+    assert json.loads(run(project, "--json", "status").stdout)["forked"] is False
+    result = run(project, "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert run(project, "current").stdout.strip() == "0004"
+
+
+def test_merge_refuses_a_single_head(project):
+    """Nothing to merge is an error in one line, and no script is written."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    line = assert_one_line_error(run(project, "merge", "-m", "nothing"), code=1)
+    assert "nothing to merge" in line
+    assert sorted(p.name for p in (project / "migrations").glob("*.py")) == ["0001_add_email.py"]
+
+
+def five_migrations(project: Path, *, failing_downgrade: str) -> None:
+    """0001-0005, each adding a field to orders; ``failing_downgrade``'s downgrade raises."""
+    for n in range(1, 6):
+        rev = f"000{n}"
+        undo = (f'raise RuntimeError("cannot undo {rev}")' if rev == failing_downgrade
+                else f'patch.remove_field("shopmodels.Order", "f{n}")')
+        (project / "migrations" / f"{rev}_f{n}.py").write_text(
+            script(rev, f"000{n - 1}" if n > 1 else None, f'patch.add_field("shopmodels.Order", "f{n}", {n})',
+                   undo))
+
+
+def test_a_partial_run_says_what_committed_failed_and_is_pending(project):
+    """downgrade base commits 0005-0003, then 0002 fails: exit 6, one line naming all three
+    groups; --json has committed, failed, pending and the cause's facts."""
+    five_migrations(project, failing_downgrade="0002")
+    assert run(project, "upgrade").returncode == 0
+    line = assert_one_line_error(run(project, "downgrade", "base"), code=EXIT_PARTIAL)
+    assert "downgrade stopped part-way: 0005, 0004, 0003 committed" in line
+    assert "then 0002 failed: RuntimeError: cannot undo 0002; not run: 0001" in line
+    assert "the database is at 0002" in line and "dsustore snapshot restore before-downgrade-" in line
+    assert run(project, "current").stdout.strip() == "0002"
+
+    # no snapshots this time: runs in the same second would name theirs alike
+    assert run(project, "upgrade", "--no-snapshot").returncode == 0
+    result = run(project, "--json", "downgrade", "base", "--no-snapshot")
+    assert result.returncode == EXIT_PARTIAL, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["error"], data["exit_code"], data["direction"]) == ("PartialRunError", EXIT_PARTIAL, "downgrade")
+    assert (data["committed"], data["failed"], data["pending"]) == (["0005", "0004", "0003"], "0002", ["0001"])
+    assert data["cause"]["error"] == "MigrationError" and data["cause"]["migration"] == "0002"
+
+
+def test_a_failing_first_migration_is_not_a_partial_run(project):
+    """When nothing of the run committed, the failure is reported as itself (exit 1)."""
+    five_migrations(project, failing_downgrade="0005")
+    assert run(project, "upgrade").returncode == 0
+    data = json.loads(run(project, "--json", "downgrade", "base").stdout)
+    assert (data["error"], data["exit_code"], data["migration"]) == ("MigrationError", 1, "0005")
+
+
+READ_ONLY_COMMANDS = [["current"], ["history"], ["heads"], ["status"], ["plan"], ["scan"], ["verify"],
+                      ["snapshot", "list"]]
+
+
+def damage_the_tail(project: Path, cut: int = 100) -> tuple[int, int]:
+    """Cut the last ``cut`` bytes of the project's Data.fs, as an interrupted write would;
+    the file's new size, and where its last whole transaction ends."""
+    path = project / "Data.fs"
+    with path.open("r+b") as file:
+        file.truncate(path.stat().st_size - cut)
+    storage = FileStorage(str(path), read_only=True)
+    end = storage.getSize()
+    storage.close()
+    return path.stat().st_size, end
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_read_only_commands_never_change_a_file(project):
+    """On a Data.fs with a damaged tail and no index, every read-only command succeeds and
+    leaves every file byte for byte: nothing cut, no .tr0, .index, .lock or .tmp."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    assert run(project, "upgrade").returncode == 0
+    damage_the_tail(project)
+    for leftover in ("Data.fs.index", "Data.fs.lock", "Data.fs.tmp"):
+        (project / leftover).unlink()
+    before = folder_bytes(project)
+    for command in READ_ONLY_COMMANDS:
+        result = run(project, *command)
+        assert result.returncode == 0, (command, result.stderr)
+        assert folder_bytes(project) == before, command
+    assert "are not a whole transaction" in run(project, "current").stderr
+
+
+def test_read_only_commands_on_an_empty_file_write_no_header(tmp_path):
+    """An empty Data.fs reads as an empty database and stays empty."""
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "Data.fs").write_bytes(b"")
+    for command in READ_ONLY_COMMANDS:
+        assert run(tmp_path, *command).returncode == 0, command
+    assert run(tmp_path, "current").stdout.strip() == "(base)"
+    assert folder_bytes(tmp_path) == {"Data.fs": b""}
+
+
+def test_a_write_command_refuses_a_damaged_tail_unless_asked_to_repair(project):
+    """upgrade on a damaged Data.fs says what would be cut, from where, and how to cut it;
+    the file stays as it was. --repair lets ZODB cut it (keeping .tr0) and runs."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    size, end = damage_the_tail(project)
+    before = folder_bytes(project)
+    line = assert_one_line_error(run(project, "upgrade"), code=1)
+    assert f"the {size - end:,} bytes at the end of Data.fs, from position {end:,}" in line
+    assert "--repair" in line
+    data = json.loads(run(project, "upgrade", "--json").stdout)
+    assert (data["error"], data["path"], data["position"], data["cut"]) == (
+        "DatabaseDamagedError", "Data.fs", end, size - end)
+    assert folder_bytes(project) == before
+    result = run(project, "upgrade", "--repair")
+    assert result.returncode == 0, result.stderr
+    assert (project / "Data.fs.tr0").stat().st_size == size - end
+    assert run(project, "current").stdout.strip() == "0001"
+
+
+def test_a_write_command_refuses_a_database_that_does_not_exist(project):
+    """A typo in --db is an error naming the path and the commands that create a database;
+    no folder and no database is made. upgrade --create makes one on purpose."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    typo = project / "dta" / "Data.fs"
+    line = assert_one_line_error(run(project, "upgrade", db=str(typo)), code=1)
+    assert f"no database at {typo}" in line and "`dsustore init`" in line and "upgrade --create" in line
+    data = json.loads(run(project, "--json", "upgrade", db=str(typo)).stdout)
+    assert (data["error"], data["path"]) == ("DatabaseMissingError", str(typo))
+    assert not (project / "dta").exists()
+    result = run(project, "upgrade", "--create", db=str(typo))
+    assert result.returncode == 0, result.stderr
+    assert typo.exists()
+
+
+MODELS = '''\
+import persistent
+
+
+class Customer(persistent.Persistent):
+    def __init__(self, name):
+        self.name = name
+'''
+
+
+@pytest.fixture
+def own_project(tmp_path: Path) -> Path:
+    """A project whose classes live in its own src/ folder (not on PYTHONPATH), with one
+    migration applied: Data.fs holds 3 customers."""
+    (tmp_path / "src" / "crm").mkdir(parents=True)
+    (tmp_path / "src" / "crm" / "__init__.py").write_text("")
+    (tmp_path / "src" / "crm" / "models.py").write_text(MODELS)
+    (tmp_path / "pyproject.toml").write_text('[tool.dsustore]\ndb = "Data.fs"\nsys_path = "src"\n')
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001_customers.py").write_text(script(
+        "0001", None, 'from crm.models import Customer\n    root = patch.new_ns.root\n'
+        '    root["customers"] = [Customer(n) for n in ("ann", "bob", "cyd")]'))
+    result = run(tmp_path, "upgrade", "--create")
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def test_sys_path_from_pyproject_makes_the_project_code_import(own_project):
+    """With [tool.dsustore] sys_path the project's classes import: verify is clean, no drift."""
+    result = run(own_project, "--json", "verify")
+    assert result.returncode == 0, result.stdout
+    assert json.loads(result.stdout)["classes"]["crm.models.Customer"] == 3
+    status = json.loads(run(own_project, "--json", "status").stdout)
+    assert status["drift"] == [] and status["ok"] is True
+
+
+def test_the_default_sys_path_is_the_project_folder(own_project):
+    """Without sys_path, the folder of pyproject.toml is on sys.path (for the installed command too)."""
+    (own_project / "src" / "crm").rename(own_project / "crm")
+    (own_project / "pyproject.toml").write_text('[tool.dsustore]\ndb = "Data.fs"\n')
+    exe = Path(sys.executable).parent / "dsustore"
+    result = run(own_project, "verify", executable=[str(exe)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_classes_that_do_not_import_are_reported_once_with_their_cause(own_project):
+    """sys_path pointing elsewhere: verify gives one line per class with a count and the
+    ImportError, status one line for the cause, and autogenerate drafts nothing."""
+    (own_project / "pyproject.toml").write_text('[tool.dsustore]\ndb = "Data.fs"\nsys_path = "lib"\n')
+    result = run(own_project, "verify")
+    assert result.returncode == EXIT_VALIDATION
+    broken = [line for line in result.stdout.splitlines() if line.startswith("broken:")]
+    assert broken == [line for line in broken if "crm.models.Customer" in line] and len(broken) == 1
+    assert broken[0].startswith("broken: 3 objects of class crm.models.Customer do not import: "
+                                "ModuleNotFoundError: No module named 'crm'")
+    assert "[tool.dsustore] sys_path" in result.stdout
+    data = json.loads(run(own_project, "--json", "verify").stdout)
+    assert [(b["class"], b["count"], b["cause"]) for b in data["broken"]] == [
+        ("crm.models.Customer", 3, "ModuleNotFoundError: No module named 'crm'")]
+    status = run(own_project, "status").stdout
+    assert ("does not import: 1 stored class (crm.models.Customer): ModuleNotFoundError: "
+            "No module named 'crm'") in status
+    assert "class_missing" not in status
+    line = assert_one_line_error(run(own_project, "revision", "-m", "drift", "--autogenerate"), code=1)
+    assert "cannot draft a migration" in line and "No module named 'crm'" in line
+    assert [p.name for p in (own_project / "migrations").glob("*.py")] == ["0001_customers.py"]
+
+
+def test_status_check_fails_on_drift_and_on_edited_scripts(own_project):
+    """status --check: 0 when in line, 7 with the reason for schema drift or an edited script,
+    3 while a migration is pending."""
+    assert run(own_project, "status", "--check").returncode == 0
+    models = own_project / "src" / "crm" / "models.py"
+    models.write_text(MODELS + "        self.email = None\n")
+    result = run(own_project, "status", "--check")
+    assert result.returncode == EXIT_DRIFT
+    assert "drift: crm.models.Customer fields_differ +['email']" in result.stdout
+    assert "not in line with the code: schema drift in 1 class(es) without a migration" in result.stdout
+    models.write_text(MODELS)
+    first = own_project / "migrations" / "0001_customers.py"
+    first.write_text(first.read_text().replace('"cyd"', '"dee"'))
+    result = run(own_project, "--json", "status", "--check")
+    assert result.returncode == EXIT_DRIFT
+    assert json.loads(result.stdout)["problems"] == ["applied script(s) edited since: 0001"]
+    (own_project / "migrations" / "0002_more.py").write_text(script("0002", "0001", "pass"))
+    assert run(own_project, "status", "--check").returncode == EXIT_PENDING
+
+
+def test_global_options_go_before_or_after_the_command(project):
+    """--json, --db, -q and -v work after the subcommand as well as before it."""
+    assert json.loads(run(project, "current", "--json").stdout) == {"current": []}
+    assert json.loads(run(project, "snapshot", "list", "--json").stdout) == []
+    moved = project / "moved"
+    moved.mkdir()
+    (project / "Data.fs").rename(moved / "Data.fs")
+    result = run(project, "scan", "--db", str(moved / "Data.fs"), db="nowhere.fs")
+    assert result.returncode == 0, result.stderr
+    assert run(project, "current", "-q", db=str(moved / "Data.fs")).stdout == ""
+    assert "Traceback" in run(project, "snapshot", "restore", "nope", "-v",
+                              db=str(moved / "Data.fs")).stderr
+
+
+def test_usage_errors_are_json_under_json(project):
+    """A usage error under --json is one JSON object on stdout with exit code 2, wherever
+    --json stands; the one-line message is on stderr as always."""
+    for args in (["--json", "frobnicate"], ["status", "--bogus", "--json"], ["downgrade", "--json"],
+                 ["snapshot", "--json"]):
+        result = run(project, *args)
+        assert result.returncode == 2, args
+        data = json.loads(result.stdout)
+        assert (data["ok"], data["exit_code"], data["error"]) == (False, 2, "UsageError"), args
+        assert data["message"] and data["usage"].startswith("usage: dsustore")
+        assert_one_line_error(result, code=2)
+    data = json.loads(run(project, "--json", "upgrade", "--help").stdout)
+    assert data["ok"] is True and "Apply pending migrations." in data["help"]
+
+
+def _commands(parser, prefix=()):
+    """Every (sub)command's parser, with its words."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_every_command_describes_itself_and_its_arguments():
+    """Each command's --help has a description, and every argument and option a help text."""
+    from dsustore.cli import build_parser
+
+    found = dict(_commands(build_parser()))
+    assert {("merge",), ("snapshot", "list"), ("upgrade",), ("status",)} <= found.keys()
+    for words, parser in found.items():
+        assert parser.description and len(parser.description) > 20, words
+        for action in parser._actions:
+            assert action.help, (words, action.dest)
+    result = subprocess.run([sys.executable, "-m", "dsustore.cli", "snapshot", "restore", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert "Bring the database back to a snapshot." in result.stdout
+    assert "the snapshot to restore" in result.stdout and "--json" in result.stdout
+
+
+@pytest.mark.parametrize("storage_kind", ["zeo", "relstorage-hp", "relstorage-hf"])
+def test_read_only_commands_read_a_server_database_read_only(backend, tmp_path):
+    """Over ZEO and RelStorage the read-only commands open a read-only client and work as on
+    a file, and write nothing: the last transaction stays the same."""
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    db.close()
+    project = tmp_path / "project"
+    project.mkdir()
+    assert run(project, "init", db=backend.uri).returncode == 0
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    assert run(project, "upgrade", db=backend.uri).returncode == 0
+    db = backend.open()
+    last = db.lastTransaction()
+    db.close()
+    for command in READ_ONLY_COMMANDS:
+        result = run(project, *command, db=backend.uri)
+        assert result.returncode == 0, (command, result.stderr)
+    assert run(project, "current", db=backend.uri).stdout.strip() == "0001"
+    db = backend.open()
+    try:
+        assert db.lastTransaction() == last
+    finally:
+        db.close()

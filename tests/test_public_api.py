@@ -67,6 +67,7 @@ def test_every_error_carries_its_own_facts_in_json():
                              needed=64),
         errors.UnknownClassError("typo", suggestions=("a.B",), class_name="a.C"),
         errors.DatabaseMissingError("none", path="/x/Data.fs"),
+        errors.DatabaseDamagedError("torn", path="/x/Data.fs", position=110482, cut=148486),
         errors.PartialRunError("half", direction="downgrade", committed=("0005",),
                                failed="0002", pending=("0001",)),
     ]

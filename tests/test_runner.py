@@ -20,7 +20,7 @@ from dsustore import DSUError, PolicyError, UpdateConflictError
 from conftest import keeps_history
 from dsustore.engine.bookkeeping import ROOT_KEY, bookkeeping
 from dsustore.errors import (DatabaseAheadError, DatabaseBehindError, LockHeldError,
-                             LockLostError, MigrationError)
+                             LockLostError, MigrationError, MultipleHeadsError, PartialRunError)
 from dsustore.runtime.history import applied_records, applied_revisions
 from dsustore.runtime.lock import MigrationLock, lock_status, migration_lock
 from dsustore.runtime.runner import (
@@ -143,18 +143,37 @@ def test_upgrade_to_a_target_stops_there(shop_db, migrations):
     assert [s.revision for s in pending(shop_db, migrations)] == ["0003"]
 
 
+def test_a_forked_history_is_refused_unless_every_head_is_asked_for(shop_db, migrations, unchanged):
+    """Two scripts on 0003: upgrade() names both heads and writes nothing; 'heads' applies both."""
+    write_script(migrations, "0004a", "0003", 'patch.add_field("shopmodels.Order", "paid", False)',
+                 message="paid")
+    write_script(migrations, "0004b", "0003", 'patch.add_field("shopmodels.Order", "sent", False)',
+                 message="sent")
+    snapshot = unchanged(shop_db)
+    with pytest.raises(MultipleHeadsError) as refused:
+        upgrade(shop_db, migrations)
+    assert refused.value.heads == ("0004a", "0004b")
+    snapshot.check()
+    assert upgrade(shop_db, migrations, "heads").revisions == ["0001", "0002", "0003", "0004a", "0004b"]
+    assert current(shop_db) == ("0004a", "0004b")
+
+
 def test_a_broken_migration_is_named_and_leaves_the_database_as_before_it(shop_db, migrations):
-    """A policy raising in 0004 names 0004; 0003 stays applied and nothing of 0004 is written."""
+    """A policy raising in 0004 names 0004; 0003 stays applied and nothing of 0004 is written.
+
+    0003 committed in the same run, so the run is a partial one (PartialRunError, the
+    policy's error as its cause)."""
     write_script(migrations, "0004", "0003", """
         def explode(old, new, old_ns, new_ns):
             raise RuntimeError("boom")
         patch.migrate_instances("shopmodels.Product", explode)
         """, message="broken")
     upgrade(shop_db, migrations, "0002")
-    with pytest.raises(PolicyError) as failed:
+    with pytest.raises(PartialRunError) as failed:
         upgrade(shop_db, migrations)
-    assert failed.value.migration == "0004"
-    assert "migration 0004" in str(failed.value)
+    assert failed.value.migration == failed.value.failed == "0004"
+    assert isinstance(failed.value.__cause__, PolicyError)
+    assert "migration 0004" in str(failed.value.__cause__)
     assert applied_revisions(shop_db) == {"0001", "0002", "0003"}
     last = int(applied_records(shop_db)["0003"]["tid_after"], 16)
     with shop_db.transaction() as conn:
@@ -177,6 +196,30 @@ def test_a_failed_migration_changes_no_data_record(shop_db, migrations):
     assert failed.value.migration == "0004" and "script bug" in str(failed.value)
     assert data_image(shop_db) == before
     assert lock_status(shop_db) is None
+
+
+def test_a_run_that_stops_part_way_says_what_committed_failed_and_is_pending(shop_db, migrations):
+    """Five migrations down to base, one transaction each: 0005-0003 commit, 0002 fails, 0001 is
+    not run -- PartialRunError says all three, with the failure as its cause."""
+    write_script(migrations, "0004", "0003", 'patch.add_field("shopmodels.Order", "paid", False)',
+                 'patch.remove_field("shopmodels.Order", "paid")', message="paid")
+    write_script(migrations, "0005", "0004", 'patch.add_field("shopmodels.Order", "sent", False)',
+                 'patch.remove_field("shopmodels.Order", "sent")', message="sent")
+    path = next(migrations.glob("0002_*.py"))
+    path.write_text(path.read_text().replace(
+        'patch.rename_field("shopmodels.User", "secret", "password")', 'raise ValueError("no way back")'))
+    upgrade(shop_db, migrations)
+    with pytest.raises(PartialRunError) as stopped:
+        downgrade(shop_db, migrations, "base")
+    error = stopped.value
+    assert (error.direction, error.committed, error.failed, error.pending) == (
+        "downgrade", ("0005", "0004", "0003"), "0002", ("0001",))
+    assert isinstance(error.__cause__, MigrationError)
+    assert error.cause["error"] == "MigrationError" and error.cause["migration"] == "0002"
+    assert "no way back" in error.cause["message"]
+    assert "0005, 0004, 0003 committed" in str(error) and "not run: 0001" in str(error)
+    assert current(shop_db) == ("0002",)
+
 
 
 # -- dry run -------------------------------------------------------------------------
@@ -411,6 +454,29 @@ def test_schema_drift_detects_a_missing_class(shop_db, migrations, monkeypatch):
     lines = draft_operations([several])
     assert "patch.add_field('x.Y', 'c', None)  # TODO value" in lines
     assert "patch.remove_field('x.Y', 'b')" in lines and len(lines) == 5
+
+
+def test_a_stored_class_that_does_not_import_is_not_drift_and_is_not_drafted_away(
+        shop_db, migrations, tmp_path, monkeypatch):
+    """A class whose module fails to import is reported with the import's error, not as
+    missing, and drafting leaves it alone; a module gone from a package that imports is missing."""
+    (tmp_path / "needsdep.py").write_text('raise ImportError("needsdep needs libfoo")\n')
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    upgrade(shop_db, migrations, "0001")
+    with shop_db.transaction() as conn:
+        bookkeeping(conn.root()).schema = {"needsdep.Thing": ["a"], "notonpath.models.User": ["b"],
+                                           "pkg.gone.Item": ["c"]}
+    drift = {d.class_name: d for d in schema_drift(shop_db)}
+    assert drift["needsdep.Thing"].kind == "import_failed"
+    assert drift["needsdep.Thing"].cause == "ImportError: needsdep needs libfoo"
+    assert drift["notonpath.models.User"].kind == "import_failed"
+    assert drift["notonpath.models.User"].cause == "ModuleNotFoundError: No module named 'notonpath'"
+    assert drift["pkg.gone.Item"].kind == "class_missing"
+    drafted = draft_operations(drift.values())
+    assert not any("needsdep" in line or "notonpath" in line for line in drafted if "patch." in line)
+    assert any(line.startswith("patch.remove_class('pkg.gone.Item')") for line in drafted)
 
 
 def test_bookkeeping_lives_under_one_root_key(shop_db, migrations):

@@ -6,7 +6,7 @@ import pytest
 import transaction
 
 import shopmodels
-from dsustore import mop
+from dsustore import Patch, mop
 from dsustore.storage import adapter_for
 
 from conftest import last_transaction
@@ -132,3 +132,31 @@ def test_a_filestorage_scan_and_its_changes_are_read_while_a_commit_is_being_wri
     assert len(records) == 302  # the root, the mapping, its 300 values
     assert b"changed" not in records[changed_oid]  # as of ``at``: from before the change
     assert adapter.changed_since(at, upto) == [changed_oid]
+
+
+def test_a_pass_counts_its_progress_out_of_the_records_it_reads(db):
+    """Every Progress of a pass has the records that pass reads as its total -- on RelStorage
+    too, whose len() is only the planner's estimate, and in a second stage, which also reads
+    what the first created -- so the ETA computed from it is the records left at the rate so far."""
+    with db.transaction() as conn:
+        root = conn.root()
+        for number in range(300):
+            root[f"user{number}"] = shopmodels.User(f"user{number}")
+
+    def create_products(patch):
+        patch.new_ns.root["new"] = [shopmodels.Product(f"p{n}", 1.0) for n in range(40)]
+
+    seen = []
+    with Patch(db, progress=seen.append, batch_size=50) as patch:
+        patch.stage("create", create_products)
+        patch.stage("email", lambda p: p.add_field("shopmodels.User", "email", "e"))
+    phases = {}
+    for progress in seen:
+        phases.setdefault(progress.phase, []).append(progress)
+    assert set(phases) == {"migrate create", "migrate email"}
+    for reports in phases.values():
+        read = reports[-1].scanned
+        assert len(reports) > 2 and {p.total for p in reports} == {read}
+        for p in reports:
+            assert p.eta == pytest.approx((read - p.scanned) * p.elapsed / p.scanned)
+    assert phases["migrate email"][-1].scanned == phases["migrate create"][-1].scanned + 40

@@ -14,8 +14,9 @@ from dsustore.errors import (
     MigrationScriptError,
     MissingParentError,
     MultipleHeadsError,
+    RevisionError,
 )
-from dsustore.runtime.authoring import next_revision_id, write_script
+from dsustore.runtime.authoring import next_revision_id, write_merge, write_script
 from dsustore.runtime.revisions import RevisionGraph
 from dsustore.runtime.scripts import load_scripts, script_checksum
 
@@ -390,6 +391,51 @@ def test_write_script_with_several_heads_needs_a_down_revision(folder: Path) -> 
     with pytest.raises(MultipleHeadsError):
         write_script(folder, message="Ambiguous")
     assert len(list(folder.glob("*.py"))) == 3
+
+
+def test_write_merge_joins_every_head_by_default(folder: Path) -> None:
+    """A merge without revisions named lists every head, so the history has one head again."""
+    put(folder, "0001_a.py", migration("0001"))
+    put(folder, "0002_b.py", migration("0002", "0001"))
+    put(folder, "0003_c.py", migration("0003", "0001"))
+    path = write_merge(folder, message="Join the branches")
+    graph = RevisionGraph(load_scripts(folder))
+    assert graph.heads() == ("0004",) and path.name == "0004_join_the_branches.py"
+    assert graph.get("0004").down_revisions == ("0002", "0003")
+
+
+def test_write_merge_takes_named_revisions_and_prefixes(folder: Path) -> None:
+    """Named revisions (or unique prefixes) are merged, in the order given."""
+    put(folder, "0001_a.py", migration("0001"))
+    put(folder, "0002_b.py", migration("aaa1", "0001"))
+    put(folder, "0003_c.py", migration("bbb1", "0001"))
+    put(folder, "0004_d.py", migration("ccc1", "0001"))
+    write_merge(folder, message="Two of three", revisions=["bbb", "aaa1"], revision="m1")
+    graph = RevisionGraph(load_scripts(folder))
+    assert graph.get("m1").down_revisions == ("bbb1", "aaa1")
+    assert set(graph.heads()) == {"ccc1", "m1"}
+
+
+def test_write_merge_refuses_what_is_not_a_fork(folder: Path) -> None:
+    """One head, or a revision already below another, is nothing to merge; nothing is written."""
+    put(folder, "0001_a.py", migration("0001"))
+    put(folder, "0002_b.py", migration("0002", "0001"))
+    with pytest.raises(RevisionError, match="nothing to merge: 0002 is named"):
+        write_merge(folder, message="Nothing")
+    with pytest.raises(RevisionError, match="0001 is already an ancestor of 0002"):
+        write_merge(folder, message="Below", revisions=["0001", "0002"])
+    assert len(list(folder.glob("*.py"))) == 2
+
+
+def test_the_several_heads_error_names_the_next_commands(folder: Path) -> None:
+    """Refusing a fork says how to go on: merge it, or upgrade every head on purpose."""
+    put(folder, "0001_a.py", migration("0001"))
+    put(folder, "0002_b.py", migration("0002", "0001"))
+    put(folder, "0003_c.py", migration("0003", "0001"))
+    with pytest.raises(MultipleHeadsError) as refused:
+        RevisionGraph(load_scripts(folder)).head()
+    assert refused.value.heads == ("0002", "0003")
+    assert "dsustore merge" in str(refused.value) and "dsustore upgrade heads" in str(refused.value)
 
 
 def test_write_script_refuses_existing_revision(folder: Path) -> None:

@@ -2,7 +2,8 @@
 
 Every error ends as one ``dsustore: error: ...`` line on stderr and a documented exit
 code, never a traceback (``-v`` shows it). ``--json`` prints results, and errors with
-their facts, as JSON on stdout.
+their facts, as JSON on stdout -- usage errors included. The global options may come
+before or after the command.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import commands
-from ..errors import DatabaseLockedError, DSUError, LockHeldError, ValidationError
-from ..runtime.config import resolve_settings
+from ..errors import DatabaseLockedError, DSUError, LockHeldError, PartialRunError, ValidationError
+from ..runtime.config import prepend_sys_path, resolve_settings
 from ..storage.uri import open_db
 from .progress import ProgressReporter
 
@@ -29,101 +31,264 @@ EXIT_USAGE = 2
 EXIT_PENDING = 3
 EXIT_LOCKED = 4
 EXIT_VALIDATION = 5
+EXIT_PARTIAL = 6
+EXIT_DRIFT = 7
+EXIT_INTERRUPTED = 130
 
 EPILOG = f"""\
+global options (--db, --migrations, --json, -v, -q) go before or after the command.
+
 database: --db URI, else $DSUSTORE_DB, else [tool.dsustore] db in ./pyproject.toml
-  (a FileStorage path or file://, memory://, zeo://host:port, postgresql://...)
+  (a FileStorage path or file://, memory://, zeo://host:port, postgresql://...).
+  Commands that only read open it read-only and never change a file; commands that
+  write refuse a path with no database (init or upgrade --create make one) and a
+  FileStorage ending in a damaged transaction (--repair cuts it).
+[tool.dsustore] sys_path (default: the folder of pyproject.toml) is put on sys.path
+  first, so the project's classes and the migrations import.
 
 exit codes:
   {EXIT_OK}  success
   {EXIT_FAILURE}  failure
   {EXIT_USAGE}  usage error
-  {EXIT_PENDING}  pending migrations (status --check)
+  {EXIT_PENDING}  status --check: migrations are pending
   {EXIT_LOCKED}  lock held (another process migrates or holds the database)
-  {EXIT_VALIDATION}  validation failure (nothing was written)
+  {EXIT_VALIDATION}  validation failure (nothing was written); verify found problems
+  {EXIT_PARTIAL}  partial run: some migrations committed, then one failed; the
+     message (and --json: committed, failed, pending) says which
+  {EXIT_DRIFT}  status --check: nothing pending, but the code and the database
+     disagree: schema drift, classes that do not import, applied scripts edited,
+     or applied revisions the scripts do not know (the reasons are printed)
+  {EXIT_INTERRUPTED}  interrupted
 """
 
-#: commands that may create a missing FileStorage
-_CREATING = {"init", "upgrade"}
-#: commands that do not need a database
-_NO_DB = {"revision", "heads", "history"}
+#: commands that only read the database: it is opened read-only
+_READ_ONLY = {"current", "history", "status", "plan", "scan", "verify", "revision"}
+
+
+class UsageError(Exception):
+    """The command line does not parse; carries argparse's message and the usage line."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with errors in dsustore's one-line form."""
+    """argparse raising :class:`UsageError`, and printing help as JSON under ``--json``."""
+
+    #: set while :func:`main` parses a command line that asks for JSON
+    json_output: ClassVar[bool] = False
 
     def error(self, message: str) -> Any:
-        sys.stderr.write(f"dsustore: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
+        raise UsageError(message, self.format_usage().strip())
+
+    def print_help(self, file: Any = None) -> None:
+        if not self.json_output:
+            super().print_help(file)
+            return
+        print(json.dumps({"ok": True, "exit_code": EXIT_OK, "help": self.format_help()}, indent=2))
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--db, --migrations, --json, -v, -q: on the main parser, and on every command's
+    parser too (defaults suppressed there, so one given before the command stays)."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument("--db", metavar="URI", default=default(None),
+                       help="the database (default: $DSUSTORE_DB, else [tool.dsustore] db)")
+    group.add_argument("--migrations", metavar="DIR", default=default(None),
+                       help="the migrations folder (default: [tool.dsustore] migrations, else migrations)")
+    group.add_argument("--json", action="store_true", default=default(False),
+                       help="print results and errors as JSON on stdout")
+    group.add_argument("-v", "--verbose", action="count", default=default(0),
+                       dest="verbose" if top else "verbose_after",
+                       help="more output (twice: debug); tracebacks of errors")
+    group.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                       help="print only errors")
+
+
+def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    common = _Parser(add_help=False)
+    _global_options(common, top=False)
+    writing = _Parser(add_help=False)
+    writing.add_argument("--repair", action="store_true",
+                         help="open a FileStorage that ends in a damaged transaction anyway, "
+                              "letting ZODB cut that tail (it keeps a copy in a .trN file)")
+    return common, writing
+
+
+def _command(sub: Any, name: str, summary: str, description: str,
+             *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    paragraphs = [f"{summary[0].upper()}{summary[1:]}.", *description.split("\n\n")]
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description="\n\n".join(textwrap.fill(p, 78) for p in paragraphs),
+        parents=list(parents), formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run the migrations in a transaction that is aborted: report, write nothing")
+    parser.add_argument("--one-transaction", action="store_true",
+                        help="apply all migrations in one atomic transaction (default: one each)")
+    parser.add_argument("--no-snapshot", action="store_true",
+                        help="do not take the snapshot a run takes before changing data")
+
+
+TARGETS = ("TARGET is a revision id or a unique prefix of one, head (the single head), heads "
+           "(every head), base (nothing applied), REV+N / REV-N, or +N / -N from the current "
+           "revision.")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dsustore`` command."""
     parser = _Parser(prog="dsustore", description=__doc__.splitlines()[0],
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", metavar="URI", help="the database (see below)")
-    parser.add_argument("--migrations", metavar="DIR", help="the migrations folder (default: migrations)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output; tracebacks")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _global_options(parser, top=True)
+    common, writing = _parents()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                                help="what to do (COMMAND --help describes each)")
     sub.required = True
 
-    sub.add_parser("init", help="create the migrations folder")
-    p = sub.add_parser("revision", help="write a new migration script")
-    p.add_argument("-m", "--message", required=True)
+    _command(sub, "init", "create the migrations folder",
+             "Creates the migrations folder with a README, and the database when one is "
+             "configured and missing. Prints the [tool.dsustore] section to put in "
+             "pyproject.toml.", common, writing)
+
+    p = _command(sub, "revision", "write a new migration script",
+                 "Writes the next numbered script on top of the single head; "
+                 "--autogenerate drafts its operations from the schema drift between the "
+                 "classes the code has and the schema the database recorded (read-only).",
+                 common)
+    p.add_argument("-m", "--message", required=True, help="what the migration does (its docstring)")
     p.add_argument("--autogenerate", action="store_true", help="draft operations from schema drift")
     p.add_argument("--rev-id", help="the revision id (default: the next number)")
-    for name, help_text in (("upgrade", "apply pending migrations"),
-                            ("downgrade", "undo migrations down to TARGET")):
-        p = sub.add_parser(name, help=help_text)
-        if name == "upgrade":
-            p.add_argument("target", nargs="?", default="heads")
-        else:
-            p.add_argument("target")
-        p.add_argument("--dry-run", action="store_true")
-        p.add_argument("--one-transaction", action="store_true",
-                       help="apply all migrations in one atomic transaction (default: one each)")
-        p.add_argument("--no-snapshot", action="store_true",
-                       help="do not take the snapshot a run takes before changing data")
-    sub.add_parser("current", help="the revisions the database is at")
-    sub.add_parser("history", help="the migration scripts, base first")
-    sub.add_parser("heads", help="the head revisions of the scripts")
-    p = sub.add_parser("status", help="pending migrations and schema drift")
-    p.add_argument("--check", action="store_true", help=f"exit {EXIT_PENDING} when migrations are pending")
-    p = sub.add_parser("plan", help="the operations pending migrations would run")
-    p.add_argument("target", nargs="?", default="heads")
-    p = sub.add_parser("stamp", help="record TARGET as applied without running it")
-    p.add_argument("target")
-    sub.add_parser("verify", help="check the whole database (broken classes, dangling references)")
-    sub.add_parser("scan", help="count stored objects per class")
-    p = sub.add_parser("snapshot", help="create, list, restore or delete snapshots")
-    snap = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+
+    p = _command(sub, "merge", "write a merge revision joining several heads",
+                 "A forked history (two scripts on the same parent) has several heads; a "
+                 "merge revision lists them as its down_revision, so the history has one "
+                 "head again. Its upgrade() is empty unless you add to it.", common)
+    p.add_argument("-m", "--message", required=True, help="what the merge is for (its docstring)")
+    p.add_argument("revisions", nargs="*", metavar="REV",
+                   help="the revisions to merge (default: every head)")
+    p.add_argument("--rev-id", help="the revision id (default: the next number)")
+
+    p = _command(sub, "upgrade", "apply pending migrations",
+                 "Applies the migrations up to TARGET (default: head, the single head; a "
+                 "forked history is refused, name 'heads' to apply every branch), each in "
+                 "its own transaction unless --one-transaction. A snapshot is taken first.\n\n"
+                 + TARGETS, common, writing)
+    p.add_argument("target", nargs="?", default="head", help="where to go (default: head)")
+    _run_options(p)
+    p.add_argument("--create", action="store_true",
+                   help="create the database if there is none at the path (a new FileStorage)")
+
+    p = _command(sub, "downgrade", "undo migrations down to TARGET",
+                 "Runs the downgrade() of every applied migration above TARGET, children "
+                 "first, each in its own transaction unless --one-transaction. A snapshot is "
+                 "taken first.\n\n" + TARGETS, common, writing)
+    p.add_argument("target", help="the revision to keep (base: undo everything)")
+    _run_options(p)
+
+    _command(sub, "current", "the revisions the database is at",
+             "Prints the applied revisions no other applied revision builds on ((base) "
+             "when none is applied).", common)
+    _command(sub, "history", "the migration scripts, base first",
+             "Lists every script with its parents; with a database, '*' marks the applied "
+             "ones.", common)
+    _command(sub, "heads", "the head revisions of the scripts",
+             "Prints the revisions no script builds on; more than one means the history "
+             "forked (see merge).", common)
+
+    p = _command(sub, "status", "where the database stands",
+                 "Current revisions, the heads of the scripts (and whether they forked), "
+                 "pending migrations, schema drift, stored classes that do not import, "
+                 "applied scripts edited since, and applied revisions no script declares.",
+                 common)
+    p.add_argument("--check", action="store_true",
+                   help=f"exit {EXIT_PENDING} when migrations are pending, else {EXIT_DRIFT} when "
+                        "there is drift, an import failure, an edited script or an unknown revision")
+
+    p = _command(sub, "plan", "the operations pending migrations would run",
+                 "Runs each pending migration's upgrade() against a patch that is rolled "
+                 "back, and prints the operations it records. Nothing is written.\n\n"
+                 + TARGETS, common)
+    p.add_argument("target", nargs="?", default="head", help="where an upgrade would go (default: head)")
+
+    p = _command(sub, "stamp", "record TARGET as applied without running it",
+                 "Marks TARGET and its ancestors as applied, and nothing else, without "
+                 "running any migration (for a database brought up to date by other means)."
+                 "\n\n" + TARGETS, common, writing)
+    p.add_argument("target", help="the revision to record as the current one")
+
+    _command(sub, "verify", "check the whole database",
+             "Reads every record: classes that do not import (grouped per class, with the "
+             f"import error) and references to objects that have no record. Exits "
+             f"{EXIT_VALIDATION} when it finds any.", common)
+    _command(sub, "scan", "count stored objects per class",
+             "Reads every current record and counts them by class.", common)
+
+    p = _command(sub, "snapshot", "create, list, restore or delete snapshots",
+                 "A snapshot is a transaction id where the storage keeps history, else an "
+                 "export file of every record. Every upgrade and downgrade takes one first.",
+                 common)
+    snap = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser,
+                            help="what to do with snapshots")
     snap.required = True
-    s = snap.add_parser("create", help="take a snapshot")
-    s.add_argument("name", nargs="?")
-    s.add_argument("--note", default="")
+    s = _command(snap, "create", "take a snapshot", "Records the database as it is now under a name.",
+                 common, writing)
+    s.add_argument("name", nargs="?", help="its name (default: one from the date and time)")
+    s.add_argument("--note", default="", help="a note kept with it")
     s.add_argument("--dir", dest="directory", default=None,
                    help="where an export snapshot's file goes (history-free storages; "
                         "default $DSUSTORE_SNAPSHOTS, else next to the other exports)")
-    snap.add_parser("list", help="list snapshots")
-    s = snap.add_parser("restore", help="bring the database back to a snapshot")
-    s.add_argument("name")
+    _command(snap, "list", "list snapshots", "The recorded snapshots, oldest first (read-only).",
+             common)
+    s = _command(snap, "restore", "bring the database back to a snapshot",
+                 "Rewrites the objects changed since the snapshot; takes a snapshot of the "
+                 "present first, so the restore can be undone. Refuses when the application "
+                 "wrote since, unless --force.", common, writing)
+    s.add_argument("name", help="the snapshot to restore")
     s.add_argument("--force", action="store_true", help="restore even over application writes")
-    s = snap.add_parser("delete", help="forget a snapshot")
-    s.add_argument("name")
-    p = sub.add_parser("pack", help="pack history, keeping what snapshots need")
-    p.add_argument("--days", type=float, default=0)
+    s = _command(snap, "delete", "forget a snapshot",
+                 "Forgets it (and deletes its export file); a later pack may drop its state.",
+                 common, writing)
+    s.add_argument("name", help="the snapshot to forget")
+
+    p = _command(sub, "pack", "pack history, keeping what snapshots need",
+                 "Removes old revisions of objects, but not those a recorded snapshot needs.",
+                 common, writing)
+    p.add_argument("--days", type=float, default=0, help="keep the history of the last DAYS days")
     return parser
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON, read before (or without) parsing it."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dsustore`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    _Parser.json_output = _wants_json(argv)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:
+    except UsageError as err:
+        return _usage_error(err)
+    except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
+    finally:
+        _Parser.json_output = False
+    args.verbose += getattr(args, "verbose_after", 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else
                         logging.INFO if args.verbose else logging.WARNING,
                         format="dsustore: %(message)s", stream=sys.stderr)
@@ -133,9 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, err, _exit_code(err), err.facts())
     except OSError as err:
         return _fail(args, err, EXIT_FAILURE, {"error": type(err).__name__, "message": str(err)})
-    except KeyboardInterrupt:
-        sys.stderr.write("dsustore: interrupted\n")
-        return 130
+    except KeyboardInterrupt as err:
+        return _fail(args, err, EXIT_INTERRUPTED, {"error": "KeyboardInterrupt", "message": "interrupted"})
     except Exception as err:  # a bug, or a migration script raising something odd
         return _fail(args, err, EXIT_FAILURE, {"error": type(err).__name__, "message": str(err)},
                      hint=True)
@@ -143,7 +307,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _usage_error(err: UsageError) -> int:
+    if _Parser.json_output:
+        print(json.dumps({"ok": False, "exit_code": EXIT_USAGE, "error": "UsageError",
+                          "message": str(err), "usage": err.usage}))
+    sys.stderr.write(f"dsustore: error: {err}\n")
+    return EXIT_USAGE
+
+
 def _exit_code(err: DSUError) -> int:
+    if isinstance(err, PartialRunError):
+        return EXIT_PARTIAL
     if isinstance(err, (LockHeldError, DatabaseLockedError)):
         return EXIT_LOCKED
     if isinstance(err, ValidationError) or isinstance(err.__cause__, ValidationError):
@@ -166,28 +340,31 @@ def _fail(args: argparse.Namespace, err: BaseException, code: int, facts: dict[s
 
 def _dispatch(args: argparse.Namespace) -> tuple[Any, int]:
     settings = resolve_settings(args.db, args.migrations)
+    prepend_sys_path(settings.sys_path)
     folder = settings.migrations
     command = args.command
-    if command == "revision":
-        with _database(settings.db, command, wanted=args.autogenerate) as db:
-            return commands.revision(folder, args.message, autogenerate=args.autogenerate, db=db,
-                                     revision_id=args.rev_id), EXIT_OK
     if command == "heads":
         return commands.heads(folder), EXIT_OK
+    if command == "merge":
+        return commands.merge(folder, args.message, args.revisions, revision_id=args.rev_id), EXIT_OK
+    if command == "revision":
+        with _database(args, settings.db, wanted=args.autogenerate) as db:
+            return commands.revision(folder, args.message, autogenerate=args.autogenerate, db=db,
+                                     revision_id=args.rev_id), EXIT_OK
     if command == "history":
-        with _database(settings.db, command, wanted=bool(settings.db)) as db:
+        with _database(args, settings.db, wanted=bool(settings.db)) as db:
             return commands.history(folder, db=db), EXIT_OK
     if command == "init":
-        with _database(settings.db, command, wanted=bool(settings.db)) as db:
+        with _database(args, settings.db, wanted=bool(settings.db)) as db:
             return commands.init(folder, db=db), EXIT_OK
-    with _database(settings.db, command) as db:
+    with _database(args, settings.db) as db:
         return _with_db(args, db, folder)
 
 
 def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]:
     command = args.command
     if command in ("upgrade", "downgrade"):
-        run: Callable[..., dict[str, Any]] = getattr(commands, command)
+        run = commands.upgrade if command == "upgrade" else commands.downgrade
         reporter = _progress(args)
         try:
             result = run(db, folder, args.target, dry_run=args.dry_run, progress=reporter,
@@ -201,7 +378,7 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
         return commands.current(db), EXIT_OK
     if command == "status":
         result = commands.status(db, folder)
-        return result, EXIT_PENDING if args.check and result["pending"] else EXIT_OK
+        return result, _status_code(result) if args.check else EXIT_OK
     if command == "plan":
         return commands.plan(db, folder, args.target), EXIT_OK
     if command == "stamp":
@@ -225,14 +402,26 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
     raise DSUError(f"unknown command {command!r}")
 
 
-def _open(uri: str | None, command: str) -> Any:
-    return open_db(uri, create=command in _CREATING)
+def _status_code(result: dict[str, Any]) -> int:
+    """status --check: pending migrations first (upgrade resolves them), then the rest."""
+    if result["pending"]:
+        return EXIT_PENDING
+    return EXIT_DRIFT if result["problems"] else EXIT_OK
+
+
+def _read_only(args: argparse.Namespace) -> bool:
+    return args.command in _READ_ONLY or (args.command == "snapshot" and args.action == "list")
 
 
 @contextmanager
-def _database(uri: str | None, command: str, *, wanted: bool = True) -> Iterator[Any]:
-    """The command's database, opened only when it needs one, and always closed."""
-    db = _open(uri, command) if wanted else None
+def _database(args: argparse.Namespace, uri: str | None, *, wanted: bool = True) -> Iterator[Any]:
+    """The command's database, opened only when it needs one -- read-only when it only
+    reads -- and always closed."""
+    db = None
+    if wanted:
+        db = open_db(uri, read_only=_read_only(args),
+                     create=args.command == "init" or getattr(args, "create", False),
+                     repair=getattr(args, "repair", False))
     try:
         yield db
     finally:
@@ -266,20 +455,12 @@ def _format(args: argparse.Namespace, result: Any) -> str:
     if command == "init":
         return (f"migrations folder {result['migrations']} ready\n"
                 f"configure the project in pyproject.toml:\n\n{result['pyproject']}")
-    if command == "revision":
+    if command in ("revision", "merge"):
         drafted = "".join(f"\n    {op}" for op in result["operations"])
-        return f"wrote {result['path']} (revision {result['revision']}){drafted}"
+        merged = f" merging {', '.join(result['down_revisions'])}" if command == "merge" else ""
+        return f"wrote {result['path']} (revision {result['revision']}{merged}){drafted}"
     if command in ("upgrade", "downgrade"):
-        verb = "would run" if result.get("dry_run") else "ran"
-        lines = [f"{verb} {m['revision']}: {m.get('message', '')} "
-                 f"({sum(m.get('migrated', {}).values())} objects migrated)"
-                 for m in result.get("migrations", [])]
-        lines = lines or ["nothing to do"]
-        if result.get("snapshot"):
-            snap = result["snapshot"]
-            lines.insert(0, f"snapshot {snap['name']} ({snap['kind']}) taken first")
-        lines.append(f"current: {_revs(result.get('current'))}")
-        return "\n".join(lines)
+        return _format_run(result)
     if command in ("current", "stamp"):
         return _revs(result["current"])
     if command == "heads":
@@ -290,14 +471,7 @@ def _format(args: argparse.Namespace, result: Any) -> str:
             f" <- {','.join(h['down_revisions']) or 'base'}"
             f"{' (head)' if h['head'] else ''}: {h['message']}" for h in result)
     if command == "status":
-        lines = [f"current: {_revs(result['current'])}"]
-        lines += [f"pending: {p['revision']} {p['message']}" for p in result["pending"]]
-        lines += [f"drift: {d['class']} {d['kind']} +{d['added']} -{d['removed']}"
-                  for d in result["drift"]]
-        lines += [f"edited since applied: {rev}" for rev in result["edited"]]
-        lines += [f"unknown to the scripts: {rev}" for rev in result["unknown"]]
-        lines.append("up to date" if result["up_to_date"] else f"{len(result['pending'])} pending")
-        return "\n".join(lines)
+        return _format_status(args, result)
     if command == "plan":
         if not result:
             return "nothing pending"
@@ -308,31 +482,92 @@ def _format(args: argparse.Namespace, result: Any) -> str:
         if command == "scan":
             lines.append(f"{result['total']:>10}  objects")
             return "\n".join(lines)
-        lines += [f"broken: {b['oid']} class {b['class']} does not import" for b in result["broken"]]
+        lines += [f"broken: {_objects(b['count'])} of class {b['class']} "
+                  f"{'does' if b['count'] == 1 else 'do'} not import: {b['cause']} "
+                  f"(e.g. {', '.join(b['oids'][:3])})" for b in result["broken"]]
         lines += [f"dangling: {d['oid']} referenced by {d['referenced_by']} has no record"
                   for d in result["dangling"]]
+        lines += _sys_path_hint(b["cause"] for b in result["broken"])
         lines.append(f"{result['objects']} objects: " + ("ok" if result["ok"] else "PROBLEMS FOUND"))
         return "\n".join(lines)
     if command == "pack":
         return result["message"]
     if command == "snapshot":
-        if args.action == "list":
-            return "\n".join(f"{s['name']}  {s['kind']}  {s['tid']}  {s['created']}"
-                             f"{'  ' + s['path'] if s.get('path') else ''}"
-                             f"{'  ' + s['note'] if s['note'] else ''}" for s in result) or "no snapshots"
-        if args.action == "restore":
-            unknown = ("; application writes since it cannot be told apart on a history-free "
-                       "storage and were undone too" if result["application_transactions"] is None
-                       else "")
-            source = _snapshot_source(result["kind"], result["source"])
-            return (f"restored {result['snapshot']} from {source}: "
-                    f"{result['rewritten']} objects rewritten, "
-                    f"{result['created_since']} created since left unreachable{unknown}; "
-                    f"undo with: dsustore snapshot restore {result['safety_snapshot']}")
-        verb = "created" if args.action == "create" else "deleted"
-        source = result["path"] if result["kind"] == "export" else result["tid"]
-        return f"{verb} snapshot {result['name']} as {_snapshot_source(result['kind'], source)}"
+        return _format_snapshot(args, result)
     return json.dumps(result, indent=2, default=str)
+
+
+def _format_run(result: dict[str, Any]) -> str:
+    verb = "would run" if result.get("dry_run") else "ran"
+    lines = [f"{verb} {m['revision']}: {m.get('message', '')} "
+             f"({sum(m.get('migrated', {}).values())} objects migrated)"
+             for m in result.get("migrations", [])]
+    lines = lines or ["nothing to do"]
+    if result.get("snapshot"):
+        snap = result["snapshot"]
+        lines.insert(0, f"snapshot {snap['name']} ({snap['kind']}) taken first")
+    lines.append(f"current: {_revs(result.get('current'))}")
+    return "\n".join(lines)
+
+
+def _format_status(args: argparse.Namespace, result: dict[str, Any]) -> str:
+    lines = [f"current: {_revs(result['current'])}"]
+    if result["forked"]:
+        lines.append(f"forked: the scripts have {len(result['heads'])} heads, "
+                     f"{', '.join(result['heads'])}; join them with `dsustore merge -m MESSAGE`, "
+                     "or apply every branch with `dsustore upgrade heads`")
+    lines += [f"pending: {p['revision']} {p['message']}" for p in result["pending"]]
+    lines += [f"drift: {d['class']} {d['kind']} +{d['added']} -{d['removed']}"
+              for d in result["drift"] if d["kind"] != "import_failed"]
+    for cause, names in _by_cause(result["drift"]).items():
+        lines.append(f"does not import: {_objects(len(names), 'stored class', 'stored classes')} "
+                     f"({', '.join(names)}): {cause}")
+    lines += _sys_path_hint(_by_cause(result["drift"]))
+    lines += [f"edited since applied: {rev}" for rev in result["edited"]]
+    lines += [f"unknown to the scripts: {rev}" for rev in result["unknown"]]
+    if result["pending"]:
+        lines.append(f"{len(result['pending'])} pending")
+    elif args.check and result["problems"]:
+        lines.append("not in line with the code: " + "; ".join(result["problems"]))
+    else:
+        lines.append("up to date")
+    return "\n".join(lines)
+
+
+def _by_cause(drift: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Classes that do not import, grouped by the error their import raised."""
+    grouped: dict[str, list[str]] = {}
+    for item in drift:
+        if item["kind"] == "import_failed":
+            grouped.setdefault(item["cause"], []).append(item["class"])
+    return grouped
+
+
+def _sys_path_hint(causes: Iterable[str]) -> list[str]:
+    """A hint where a module is not found: the project's code may not be on sys.path."""
+    if any(cause.startswith("ModuleNotFoundError") for cause in causes):
+        return ["hint: is the project's code on sys.path? It is put there from "
+                "[tool.dsustore] sys_path in pyproject.toml (default: its folder)"]
+    return []
+
+
+def _format_snapshot(args: argparse.Namespace, result: Any) -> str:
+    if args.action == "list":
+        return "\n".join(f"{s['name']}  {s['kind']}  {s['tid']}  {s['created']}"
+                         f"{'  ' + s['path'] if s.get('path') else ''}"
+                         f"{'  ' + s['note'] if s['note'] else ''}" for s in result) or "no snapshots"
+    if args.action == "restore":
+        unknown = ("; application writes since it cannot be told apart on a history-free "
+                   "storage and were undone too" if result["application_transactions"] is None
+                   else "")
+        source = _snapshot_source(result["kind"], result["source"])
+        return (f"restored {result['snapshot']} from {source}: "
+                f"{result['rewritten']} objects rewritten, "
+                f"{result['created_since']} created since left unreachable{unknown}; "
+                f"undo with: dsustore snapshot restore {result['safety_snapshot']}")
+    verb = "created" if args.action == "create" else "deleted"
+    source = result["path"] if result["kind"] == "export" else result["tid"]
+    return f"{verb} snapshot {result['name']} as {_snapshot_source(result['kind'], source)}"
 
 
 def _snapshot_source(kind: str, source: str) -> str:
@@ -340,6 +575,10 @@ def _snapshot_source(kind: str, source: str) -> str:
     if kind == "export":
         return f"export {source} (the storage keeps no history)"
     return f"transaction id {source} (history kept by the storage)"
+
+
+def _objects(count: int, one: str = "object", many: str = "objects") -> str:
+    return f"{count:,} {one if count == 1 else many}"
 
 
 def _revs(revisions: Any) -> str:

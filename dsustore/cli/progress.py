@@ -31,18 +31,26 @@ def format_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def _total(progress: Progress) -> int | None:
+    """The total, when it is one: a count the scan has already gone past was not."""
+    total = progress.total
+    return total if total and progress.scanned <= total else None
+
+
 def describe(progress: Progress) -> str:
     """One line of text for ``progress``, without a bar."""
-    total = f"/{progress.total:,}" if progress.total else ""
-    return (f"{progress.phase}: {progress.scanned:,}{total} scanned, {progress.migrated:,} migrated, "
+    total = _total(progress)
+    of_total = f"/{total:,}" if total else ""
+    return (f"{progress.phase}: {progress.scanned:,}{of_total} scanned, {progress.migrated:,} migrated, "
             f"{progress.rate:,.0f}/s, ETA {format_duration(progress.eta)}")
 
 
 def bar(progress: Progress, width: int = _BAR_WIDTH) -> str:
     """A text bar ``[#####.....] 42%`` (empty brackets when the total is unknown)."""
-    if not progress.total:
+    total = _total(progress)
+    if not total:
         return "[" + " " * width + "]"
-    fraction = min(max(progress.scanned / progress.total, 0.0), 1.0)
+    fraction = min(max(progress.scanned / total, 0.0), 1.0)
     filled = int(fraction * width)
     return f"[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%}"
 

@@ -141,6 +141,8 @@ class MigrationPass(Context):
         cache = cache_of(self.conn)
         result = self.result
         total = self.adapter.count()
+        if total is not None and frozen is not None:
+            total += len(frozen.created)  # objects earlier stages created are read too
         report_every = max(self.batch_size, 1)
         since_batch = 0
         created_before = len(tmp.creating)

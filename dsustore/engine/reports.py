@@ -9,7 +9,11 @@ from typing import Any
 
 @dataclass
 class Progress:
-    """Where a running update is: handed to the ``progress`` callback of a patch."""
+    """Where a running update is: handed to the ``progress`` callback of a patch.
+
+    ``scanned`` records of the pass's ``total`` (the records it reads, None when the
+    storage cannot count them exactly) were read in ``elapsed`` seconds.
+    """
 
     phase: str
     scanned: int
@@ -23,9 +27,12 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        if not self.total or not self.rate:
+        """Seconds left at the rate so far: the records still to read over records read per
+        second. None when that cannot be said -- no total, nothing read yet, or more read
+        than the total (which then was wrong: an ETA from it would be too)."""
+        if self.total is None or not self.rate or self.scanned > self.total:
             return None
-        return max(self.total - self.scanned, 0) / self.rate
+        return (self.total - self.scanned) / self.rate
 
 
 @dataclass(kw_only=True)

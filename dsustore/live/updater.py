@@ -97,8 +97,11 @@ class LiveUpdater:
         self.lock_ttl = lock_ttl
         self._running = threading.Lock()
 
-    def upgrade(self, target: str = "heads") -> LiveUpdateResult:
-        """Load the new code, migrate up to ``target`` in one transaction, and switch."""
+    def upgrade(self, target: str = "head") -> LiveUpdateResult:
+        """Load the new code, migrate up to ``target`` in one transaction, and switch.
+
+        ``head`` (the default, as for :func:`dsustore.upgrade`) refuses a forked history;
+        ``heads`` applies every branch."""
         if not self._running.acquire(blocking=False):
             raise LiveUpdateError("a live update is already running in this process")
         try:

@@ -43,25 +43,66 @@ def resolve(name: str) -> type | None:
     Looked up through ``sys.modules`` each time (no cache) so a live update that
     replaces a module is seen at once.
     """
+    return _lookup(name)[0]
+
+
+@dataclass(frozen=True)
+class ImportProblem:
+    """Why a dotted class name does not resolve.
+
+    ``missing`` means the code around it imports but has no such class (or module):
+    the class is gone. Otherwise its module fails to import -- the project folder
+    not on ``sys.path``, a missing dependency, an error in the module -- and the
+    class may well exist; ``cause`` is the error, once for all its instances.
+    """
+
+    class_name: str
+    cause: str
+    missing: bool
+
+
+def import_problem(name: str) -> ImportProblem | None:
+    """Why ``name`` does not resolve (None when it does)."""
+    return _lookup(name)[1]
+
+
+def _lookup(name: str) -> tuple[type | None, ImportProblem | None]:
     module_name, qualname = split_name(name)
     module = sys.modules.get(module_name)
     if module is None:
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
-            return None
-        except Exception:  # a module that fails on import has no usable class either
-            return None
+        except Exception as err:  # a module that fails on import has no usable class either
+            return None, ImportProblem(name, _describe(err), _module_is_gone(module_name, err))
     obj: Any = module
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            return None
+            return None, ImportProblem(name, f"module {module_name} has no {qualname}", True)
     if not isinstance(obj, type) or getattr(obj, "__module__", None) is None:
-        return None
+        return None, ImportProblem(name, f"{name} is not a class", True)
     if issubclass(obj, Broken):
-        return None
-    return obj
+        return None, ImportProblem(name, f"{name} is a broken placeholder", True)
+    return obj, None
+
+
+def _module_is_gone(module_name: str, err: Exception) -> bool:
+    """The module itself is missing while its package imports: it was removed or moved.
+    (A missing top-level package more likely means the code is not on ``sys.path``.)"""
+    if not isinstance(err, ModuleNotFoundError) or err.name != module_name:
+        return False
+    package = module_name.rpartition(".")[0]
+    if not package:
+        return False
+    try:
+        importlib.import_module(package)
+    except Exception:
+        return False
+    return True
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {next(iter(str(err).splitlines()), '')}"
 
 
 def require(name: str, *, operation: str | None = None) -> type:

@@ -1,4 +1,4 @@
-"""Writing new migration scripts into a migrations folder (``dsustore revision``)."""
+"""Writing new migration scripts into a migrations folder (``dsustore revision``, ``dsustore merge``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import DuplicateRevisionError, MigrationScriptError, MissingParentError
+from ..errors import DuplicateRevisionError, MigrationScriptError, MissingParentError, RevisionError
 from .revisions import RevisionGraph
 from .scripts import check_revision_id, compile_script, first_line, load_scripts
 
@@ -100,6 +100,43 @@ def write_script(
     return path
 
 
+def write_merge(
+    folder: str | Path,
+    *,
+    message: str,
+    revisions: Iterable[str] = (),
+    revision: str | None = None,
+) -> Path:
+    """Write a merge revision whose ``down_revision`` is ``revisions`` (default: every head).
+
+    A forked history -- two scripts written on the same parent -- has several heads,
+    and ``upgrade head`` refuses it; the merge makes it one history again. Targets
+    such as ``heads`` or unique prefixes are accepted. At least two revisions are
+    needed, none an ancestor of another (that one is merged already).
+    """
+    folder = Path(folder)
+    graph = RevisionGraph(load_scripts(folder))
+    parents: list[str] = []
+    for target in list(revisions) or ["heads"]:
+        for rev in graph.resolve(target):
+            if rev not in parents:
+                parents.append(rev)
+    if len(parents) < 2:
+        raise RevisionError(
+            f"nothing to merge: {', '.join(parents) or 'no revision'} "
+            f"{'is' if len(parents) == 1 else 'are'} named, a merge joins two heads or more",
+            migration=parents[0] if parents else None,
+        )
+    for parent in parents:
+        for other in parents:
+            if parent != other and graph.is_ancestor(parent, other):
+                raise RevisionError(
+                    f"{parent} is already an ancestor of {other}: merge heads of separate branches",
+                    migration=parent,
+                )
+    return write_script(folder, message=message, revision=revision, down_revision=parents)
+
+
 def next_revision_id(existing: Iterable[str]) -> str:
     """The id after the highest numeric one (4 digits at least), else random hex."""
     existing = list(existing)
@@ -150,4 +187,4 @@ def _slug(message: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", first).strip("_")[:40].rstrip("_")
 
 
-__all__ = ["next_revision_id", "write_script"]
+__all__ = ["next_revision_id", "write_merge", "write_script"]

@@ -94,10 +94,16 @@ class RevisionGraph:
         if len(heads) > 1:
             raise MultipleHeadsError(
                 f"the migrations have several heads: {self._labels(heads)};"
-                " add a merge script whose down_revision lists them, or name a target",
+                " join them with a merge revision (`dsustore merge -m MESSAGE`), or apply"
+                " every branch on purpose (`dsustore upgrade heads`, target='heads')",
                 heads=heads,
             )
         return heads[0] if heads else None
+
+    def is_ancestor(self, ancestor: str, revision: str) -> bool:
+        """Whether ``revision`` builds on ``ancestor``, directly or not."""
+        self.get(ancestor)
+        return ancestor in self._ancestors([self.get(revision).revision], inclusive=False)
 
     def current_heads(self, applied: Iterable[str]) -> tuple[str, ...]:
         """The applied revisions that no other applied revision descends from."""

@@ -4,7 +4,14 @@ By default each migration is its own transaction (Alembic's
 ``transaction_per_migration``): the script's operations, its bookkeeping record and
 the recorded schema commit together or not at all. A failing migration raises with
 its id and leaves the database as it was before that migration; migrations before
-it in the same run stay applied and recorded.
+it in the same run stay applied and recorded. When at least one did, the run raises
+:class:`~dsustore.errors.PartialRunError` naming what committed, what failed and
+what was not run (the failure is its ``__cause__``); a failure of the run's first
+migration raises as it is.
+
+``upgrade()`` goes to ``head`` by default: a forked history (several heads) is
+refused with :class:`~dsustore.errors.MultipleHeadsError` until a merge revision
+joins it, or the caller asks for ``heads`` on purpose.
 
 With ``transaction_per_migration=False`` the pending migrations run as the stages
 of one patch: each sees what the earlier ones built, and one commit applies all of
@@ -32,7 +39,7 @@ from typing import Any, Literal
 
 from ..engine import Patch, PatchReport, Progress
 from ..engine.bookkeeping import bookkeeping
-from ..errors import DatabaseAheadError, DatabaseBehindError, DSUError, MigrationError
+from ..errors import DatabaseAheadError, DatabaseBehindError, DSUError, MigrationError, PartialRunError
 from ..recovery import Snapshot, delete_snapshot, prune_snapshots, snapshot, unique_name
 from ..storage import adapter_for
 from ..storage.connections import private_connection, reading
@@ -241,9 +248,14 @@ def migrate(
                 lock.keep_alive()
                 result.migrations.extend(
                     run_together(db, scripts, direction, lock=lock, configure=configure, **options))
-            for script in scripts if transaction_per_migration else ():
-                lock.keep_alive()
-                result.migrations.append(_run(db, script, direction, lock=lock, **options))
+            for number, script in enumerate(scripts if transaction_per_migration else ()):
+                try:
+                    lock.keep_alive()
+                    result.migrations.append(_run(db, script, direction, lock=lock, **options))
+                except Exception as err:
+                    if not result.migrations:
+                        raise
+                    raise _partial_run(db, result, script, scripts[number + 1:], err) from err
     if result.snapshot is not None and keep_snapshots is not None:
         pruned = prune_snapshots(db, keep_snapshots)
         if pruned:
@@ -266,6 +278,29 @@ def _snapshot_dropped_if_nothing_ran(db: Any, result: UpgradeResult) -> Iterator
             except Exception as err:  # the failure itself is what the user must see
                 log.warning("could not forget snapshot %s: %s", taken.name, err)
         raise
+
+
+def _partial_run(db: Any, result: UpgradeResult, failed: Script, not_run: list[Script],
+                 err: Exception) -> PartialRunError:
+    """The error of a run whose first migrations committed before ``failed`` raised ``err``."""
+    committed = result.revisions
+    cause = err.facts() if isinstance(err, DSUError) else {"error": type(err).__name__,
+                                                             "message": str(err)}
+    what = cause.get("message") or type(err).__name__
+    where = ", ".join(f"{label} {cause[key]}" for key, label in
+                      (("operation", "operation"), ("class", "class"), ("oid", "oid")) if cause.get(key))
+    stays = "applied" if result.direction == "upgrade" else "undone"
+    undo = (f"; `dsustore snapshot restore {result.snapshot.name}` goes back to before the run"
+            if result.snapshot is not None else "")
+    return PartialRunError(
+        f"{result.direction} stopped part-way: {', '.join(committed)} committed (and "
+        f"{'stays' if len(committed) == 1 else 'stay'} {stays}), then {failed.revision} failed"
+        f"{' (' + where + ')' if where else ''}: {what}; "
+        f"{'not run: ' + ', '.join(s.revision for s in not_run) if not_run else 'nothing else was pending'}"
+        f"; the database is at {', '.join(current(db)) or 'base'}{undo}",
+        direction=result.direction, committed=committed, failed=failed.revision,
+        pending=[s.revision for s in not_run], cause=cause, migration=failed.revision,
+    )
 
 
 def ensure_current(

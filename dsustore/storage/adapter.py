@@ -69,7 +69,8 @@ class StorageAdapter:
         return IStorageIteration.providedBy(self.storage) or hasattr(self.storage, "iterator")
 
     def count(self) -> int | None:
-        """How many objects the storage holds, if it can say cheaply."""
+        """How many current records a scan reads, if the storage can say exactly and
+        cheaply; None when it could only estimate (a progress total must not guess)."""
         try:
             return len(self.storage)
         except Exception:

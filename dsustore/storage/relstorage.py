@@ -113,6 +113,21 @@ class RelStorageAdapter(StorageAdapter):
             return None
         return adapter.connmanager.open_and_call(lambda _conn, cursor: _settings(cursor))
 
+    def count(self) -> int | None:
+        """Exactly, in one SQL count on PostgreSQL (None elsewhere): RelStorage's own
+        ``len()`` is the planner's estimate -- 0 until the table is first analysed, behind
+        after it grows -- and a pass's progress total must be the records it will read."""
+        adapter = self._postgresql
+        if adapter is None:
+            return None
+        table = "current_object" if self.history else "object_state"
+
+        def count(_conn: Any, cursor: Any) -> int:
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            return int(cursor.fetchone()[0])
+
+        return int(adapter.connmanager.open_and_call(count))
+
     def count_instances(self, class_keys: Iterable[bytes]) -> int:
         """Current records whose class key is one of ``class_keys``, in one query.
 
