@@ -195,6 +195,7 @@ def status(db: Any, migrations_dir: str | Path) -> dict[str, Any]:
                    "removed": list(d.removed), "cause": d.cause} for d in drift],
         "edited": edited,
         "unknown": unknown,
+        "lock": lock_status(db),
         "up_to_date": not waiting,
         "ok": not problems,
         "problems": problems,

@@ -724,3 +724,94 @@ def test_read_only_commands_read_a_server_database_read_only(backend, tmp_path):
         assert db.lastTransaction() == last
     finally:
         db.close()
+
+
+# -- the migration lock and snapshot retention, as a user meets them ---------------------
+
+
+HOLD_ELSEWHERE = """
+import sys, time
+from dsustore import open_db
+from dsustore.engine.bookkeeping import bookkeeping
+from dsustore.storage.transactions import mark
+
+db = open_db(sys.argv[1])
+with db.transaction() as conn:
+    bookkeeping(conn.root(), create=True).lease.holder = {
+        "owner": "build-7:4242:abc", "host": "build-7", "pid": 4242,
+        "process_space": "another-machine", "command": "dsustore upgrade",
+        "acquired": time.time(), "expires": time.time() + float(sys.argv[2])}
+    mark(conn.transaction_manager.get(), "dsustore lock taken", lock="build-7:4242:abc")
+db.close()
+"""
+
+
+def hold_elsewhere(cwd: Path, uri: str, seconds: float) -> None:
+    """Make the lock look held by a migrator on another machine for ``seconds``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", HOLD_ELSEWHERE, uri, str(seconds)], cwd=cwd, env=env,
+                   check=True, timeout=60)
+
+
+@pytest.mark.parametrize("storage_kind", ["file", "zeo", "relstorage-hp", "relstorage-hf"])
+def test_a_held_lock_is_shown_refused_waited_for_and_broken(backend, tmp_path):
+    """status shows the holder; upgrade refuses naming it and the way on; unlock breaks it;
+    --lock-wait waits it out -- on FileStorage, ZEO and RelStorage."""
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    db.close()
+    project = tmp_path / "project"
+    project.mkdir()
+    assert run(project, "init", db=backend.uri).returncode == 0
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    hold_elsewhere(project, backend.uri, 600)
+
+    status = run(project, "status", db=backend.uri)
+    assert status.returncode == 0, status.stderr
+    assert "locked: pid 4242 on host build-7 (dsustore upgrade), lease expires in" in status.stdout
+    facts = json.loads(run(project, "status", "--json", db=backend.uri).stdout)
+    assert facts["lock"]["host"] == "build-7" and facts["lock"]["alive"] is None
+
+    refused = run(project, "upgrade", db=backend.uri)
+    line = assert_one_line_error(refused, code=EXIT_LOCKED)
+    assert "pid 4242 on host build-7" in line and "--lock-wait" in line and "dsustore unlock" in line
+    as_json = json.loads(run(project, "upgrade", "--json", db=backend.uri).stdout)
+    assert as_json["error"] == "LockHeldError" and as_json["holder"]["pid"] == 4242
+
+    broken = run(project, "unlock", db=backend.uri)
+    assert broken.returncode == 0, broken.stderr
+    assert "broke the migration lock held by pid 4242 on host build-7" in broken.stdout
+    assert run(project, "unlock", db=backend.uri).stdout.strip() == "the migration lock was not held"
+
+    hold_elsewhere(project, backend.uri, 1.5)
+    waited = run(project, "upgrade", "--lock-wait", "30", db=backend.uri)
+    assert waited.returncode == 0, waited.stderr
+    assert "ran 0001" in waited.stdout
+    again = run(project, "upgrade", "--lock-wait", "30", db=backend.uri)
+    assert "nothing to do" in again.stdout
+    assert "locked:" not in run(project, "status", db=backend.uri).stdout
+
+
+def test_snapshot_retention_from_pyproject_and_by_hand(project):
+    """keep_snapshots keeps that many automatic snapshots after each run; snapshot prune
+    forgets the rest by hand, named ones only with --all."""
+    (project / "pyproject.toml").write_text('[tool.dsustore]\ndb = "Data.fs"\nkeep_snapshots = 1\n')
+    assert run(project, "snapshot", "create", "mine").returncode == 0
+    migrations = project / "migrations"
+    (migrations / "0001_add_email.py").write_text(MIGRATION)
+    for revision, field in (("0002", "nick"), ("0003", "age")):
+        (migrations / f"{revision}_add_{field}.py").write_text(
+            f'"""add {field}"""\n\nrevision = "{revision}"\n'
+            f'down_revision = "{int(revision) - 1:04d}"\n\n\ndef upgrade(patch):\n'
+            f'    patch.add_field("shopmodels.User", "{field}", None)\n')
+        assert run(project, "upgrade", revision).returncode == 0
+    listed = run(project, "snapshot", "list").stdout.splitlines()
+    assert [line.split()[0] for line in listed][0] == "mine"
+    assert len(listed) == 2 and "auto" in listed[1] and "before-upgrade-0003-" in listed[1]
+
+    pruned = run(project, "snapshot", "prune", "--keep", "0")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "forgot 1 snapshot" in pruned.stdout and "dsustore pack" in pruned.stdout
+    everything = json.loads(run(project, "snapshot", "prune", "--all", "--json").stdout)
+    assert [s["name"] for s in everything["pruned"]] == ["mine"] and everything["kept"] == []

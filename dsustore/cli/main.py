@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from .. import commands
 from ..errors import DatabaseLockedError, DSUError, LockHeldError, PartialRunError, ValidationError
 from ..runtime.config import prepend_sys_path, resolve_settings
+from ..runtime.lock import describe_holder
 from ..storage.uri import open_db
 from .progress import ProgressReporter
 
@@ -136,6 +137,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help="apply all migrations in one atomic transaction (default: one each)")
     parser.add_argument("--no-snapshot", action="store_true",
                         help="do not take the snapshot a run takes before changing data")
+    parser.add_argument("--lock-wait", type=float, default=0, metavar="SECONDS",
+                        help="wait up to SECONDS for another process's migration lock, then look "
+                             "again at what is pending (default: fail at once)")
 
 
 TARGETS = ("TARGET is a revision id or a unique prefix of one, head (the single head), heads "
@@ -258,6 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
                  common, writing)
     s.add_argument("name", help="the snapshot to forget")
 
+    s = _command(snap, "prune", "forget all but the newest automatic snapshots",
+                 "Forgets the snapshots dsustore took itself (before upgrades, downgrades and "
+                 "restores) but the KEEP newest, and deletes their export files, so that pack "
+                 "can drop the states only they kept. [tool.dsustore] keep_snapshots does this "
+                 "after every successful run.", common, writing)
+    s.add_argument("--keep", type=int, default=0, metavar="KEEP",
+                   help="how many of the newest to keep (default: 0)")
+    s.add_argument("--all", dest="include_named", action="store_true",
+                   help="count snapshots taken by name too")
+
+    _command(sub, "unlock", "break the migration lock",
+             "Frees the migration lock whoever holds it (status shows the holder). For a lock "
+             "whose holder you know is gone: a holder on this machine whose process died is "
+             "taken over without it, one elsewhere after its lease (30 s). A holder still "
+             "running loses the lock and stops before its next commit.", common, writing)
+
     p = _command(sub, "pack", "pack history, keeping what snapshots need",
                  "Removes old revisions of objects, but not those a recorded snapshot needs.",
                  common, writing)
@@ -341,6 +361,7 @@ def _fail(args: argparse.Namespace, err: BaseException, code: int, facts: dict[s
 def _dispatch(args: argparse.Namespace) -> tuple[Any, int]:
     settings = resolve_settings(args.db, args.migrations)
     prepend_sys_path(settings.sys_path)
+    args.keep_snapshots = settings.keep_snapshots
     folder = settings.migrations
     command = args.command
     if command == "heads":
@@ -369,7 +390,8 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
         try:
             result = run(db, folder, args.target, dry_run=args.dry_run, progress=reporter,
                          transaction_per_migration=not args.one_transaction,
-                         snapshot=not args.no_snapshot)
+                         snapshot=not args.no_snapshot, lock_wait=args.lock_wait,
+                         keep_snapshots=args.keep_snapshots)
         finally:
             if reporter is not None:
                 reporter.close()
@@ -390,6 +412,8 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
         return commands.scan(db), EXIT_OK
     if command == "pack":
         return commands.pack(db, days=args.days), EXIT_OK
+    if command == "unlock":
+        return commands.unlock(db), EXIT_OK
     if command == "snapshot":
         if args.action == "create":
             return commands.snapshot_create(db, args.name, note=args.note,
@@ -398,6 +422,9 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
             return commands.snapshot_list(db), EXIT_OK
         if args.action == "restore":
             return commands.snapshot_restore(db, args.name, force=args.force), EXIT_OK
+        if args.action == "prune":
+            return commands.snapshot_prune(db, keep=args.keep,
+                                           include_named=args.include_named), EXIT_OK
         return commands.snapshot_delete(db, args.name), EXIT_OK
     raise DSUError(f"unknown command {command!r}")
 
@@ -492,6 +519,11 @@ def _format(args: argparse.Namespace, result: Any) -> str:
         return "\n".join(lines)
     if command == "pack":
         return result["message"]
+    if command == "unlock":
+        if result["broken"] is None:
+            return "the migration lock was not held"
+        return (f"broke the migration lock held by {_holder(result['broken'])}; if that process "
+                "still runs, it loses the lock and stops before its next commit")
     if command == "snapshot":
         return _format_snapshot(args, result)
     return json.dumps(result, indent=2, default=str)
@@ -525,6 +557,8 @@ def _format_status(args: argparse.Namespace, result: dict[str, Any]) -> str:
     lines += _sys_path_hint(_by_cause(result["drift"]))
     lines += [f"edited since applied: {rev}" for rev in result["edited"]]
     lines += [f"unknown to the scripts: {rev}" for rev in result["unknown"]]
+    if result.get("lock"):
+        lines.append(f"locked: {_holder(result['lock'])}")
     if result["pending"]:
         lines.append(f"{len(result['pending'])} pending")
     elif args.check and result["problems"]:
@@ -551,11 +585,25 @@ def _sys_path_hint(causes: Iterable[str]) -> list[str]:
     return []
 
 
+def _holder(holder: dict[str, Any]) -> str:
+    """``pid 12 on host vm (dsustore upgrade), lease expires in 20s; its process is gone...``"""
+    text = describe_holder(holder)
+    if holder.get("alive") is False:
+        text += "; its process is gone, so the next run takes the lock over"
+    return text
+
+
 def _format_snapshot(args: argparse.Namespace, result: Any) -> str:
     if args.action == "list":
-        return "\n".join(f"{s['name']}  {s['kind']}  {s['tid']}  {s['created']}"
+        return "\n".join(f"{s['name']}  {s['kind']}  {s['tid'] or 'INCOMPLETE'}  {s['created']}"
+                         f"{'  auto' if s.get('auto') else ''}"
                          f"{'  ' + s['path'] if s.get('path') else ''}"
                          f"{'  ' + s['note'] if s['note'] else ''}" for s in result) or "no snapshots"
+    if args.action == "prune":
+        kept = f"; kept {len(result['kept'])}" if result["kept"] else ""
+        return (f"forgot {_objects(len(result['pruned']), 'snapshot', 'snapshots')}"
+                f"{': ' + ', '.join(s['name'] for s in result['pruned']) if result['pruned'] else ''}"
+                f"{kept}; `dsustore pack` can now drop the states only they kept")
     if args.action == "restore":
         unknown = ("; application writes since it cannot be told apart on a history-free "
                    "storage and were undone too" if result["application_transactions"] is None

@@ -37,6 +37,8 @@ class Settings:
     source: str
     #: folders to put at the front of ``sys.path`` (see :func:`prepend_sys_path`)
     sys_path: tuple[Path, ...] = field(default=())
+    #: how many automatic snapshots a successful run keeps (None: all of them)
+    keep_snapshots: int | None = None
 
 
 def resolve_settings(db: str | None = None, migrations: str | os.PathLike[str] | None = None,
@@ -57,7 +59,8 @@ def resolve_settings(db: str | None = None, migrations: str | os.PathLike[str] |
     if not folder_path.is_absolute():
         folder_path = cwd / folder_path
     return Settings(db=str(db) if db is not None else None, migrations=folder_path, source=source,
-                    sys_path=_sys_path(tool.get("sys_path", "."), cwd))
+                    sys_path=_sys_path(tool.get("sys_path", "."), cwd),
+                    keep_snapshots=_keep_snapshots(tool.get("keep_snapshots"), cwd))
 
 
 def prepend_sys_path(folders: Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -82,6 +85,15 @@ def _sys_path(value: Any, base: Path) -> tuple[Path, ...]:
         raise DSUError(f"[tool.dsustore] sys_path in {base / 'pyproject.toml'} must be a folder "
                        f"or a list of folders, not {value!r}")
     return tuple(base / Path(folder).expanduser() for folder in folders)
+
+
+def _keep_snapshots(value: Any, base: Path) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DSUError(f"[tool.dsustore] keep_snapshots in {base / 'pyproject.toml'} must be a "
+                       f"whole number, 0 or more, not {value!r}")
+    return value
 
 
 def _pyproject_settings(cwd: Path) -> dict[str, Any]:
