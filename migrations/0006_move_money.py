@@ -3,11 +3,6 @@
 Money is stored inline in the records of products and orders, so renaming the
 class rewrites those records. The application validation checks that every price
 and total now loads as the code's Money.
-
-This move comes before release 8 on purpose: a migration that rewrites a record
-holding an inline object whose class the code no longer has writes it back as a
-broken object, which a later rename cannot repair. No migration after this one
-therefore rewrites records that still name ``sampleshop.models.Money``.
 """
 
 import itertools

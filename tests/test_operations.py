@@ -211,18 +211,3 @@ def test_operations_are_data_with_a_plan_and_inverses(db):
     assert RemoveField("a.B", "x").reverse() is None
     assert RenameClass("a.B", "c.D").reverse() == RenameClass("c.D", "a.B")
     patch.rollback()
-
-
-def test_rewriting_a_record_with_an_inline_object_of_a_missing_class_is_refused(
-        shop_db, monkeypatch, unchanged):
-    """An inline value whose class left the code is not written back as a broken object."""
-    with shop_db.transaction() as conn:
-        conn.root()["products"]["p0"].price = shopmodels.Money(3.0, "EUR")
-    before = unchanged(shop_db)
-    monkeypatch.delattr(shopmodels, "Money")
-    with pytest.raises(dsustore.ClassResolutionError) as refused:
-        with Patch(shop_db) as patch:
-            patch.add_field(shopmodels.Product, "active", True)
-    assert refused.value.class_name == "shopmodels.Money"
-    assert refused.value.oid is not None and "rename_class" in str(refused.value)
-    before.check()

@@ -239,7 +239,12 @@ class MigrateInstances(Operation):
 
 @dataclass(frozen=True)
 class RenameClass(Operation):
-    """A class renamed or moved to another module: records and references rewritten."""
+    """A class renamed or moved to another module: records and references rewritten.
+
+    Records are rewritten by name: the new name is written as given, whether the
+    code has it or not (a downgrade runs with the newer code, and writes the name
+    the older code will import).
+    """
 
     name: ClassVar[str] = "rename_class"
     old_name: str
@@ -253,9 +258,6 @@ class RenameClass(Operation):
 
     def targets(self) -> tuple[str, ...]:
         return (self.old_name, self.new_name)
-
-    def prepare(self, ctx: Context) -> None:
-        require(self.new_name, operation=self.describe())
 
 
 @dataclass(frozen=True)
