@@ -91,6 +91,7 @@ def test_a_round_trip_across_a_move_gives_back_every_class_name(shop_db, monkeyp
     with Patch(shop_db) as patch:
         patch.rename_class("shopmodels.Product", "shopcatalog.Product")
         patch.rename_class("shopmodels.Money", "shopcatalog.Money")
+    assert patch.report.migrated == {"shopcatalog.Product": 3, "shopcatalog.Money": 3}
     moved = class_names(shop_db)
     assert moved != before
     assert not any("shopmodels.Product" in str(names) or "shopmodels.Money" in str(names)
@@ -101,6 +102,7 @@ def test_a_round_trip_across_a_move_gives_back_every_class_name(shop_db, monkeyp
     with Patch(shop_db) as patch:  # the downgrade: shopmodels.Product is not in this code
         patch.rename_class("shopcatalog.Product", "shopmodels.Product")
         patch.rename_class("shopcatalog.Money", "shopmodels.Money")
+    assert patch.report.migrated == {"shopmodels.Product": 3, "shopmodels.Money": 3}
     assert class_names(shop_db) == before
 
 

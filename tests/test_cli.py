@@ -338,3 +338,23 @@ def test_verify_reports_a_reference_to_a_missing_object(db):
     report = commands.verify(db)
     assert report["ok"] is False
     assert report["dangling"] == [{"oid": "0x77", "referenced_by": commands._hex(holder._p_oid)}]
+
+
+def test_upgrade_says_what_changed_and_what_already_had_it(project):
+    """A second migration adding the same field changes nothing: the output says so, --json too."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    (project / "migrations" / "0002_email_again.py").write_text(
+        '"""email again"""\nrevision = "0002"\ndown_revision = "0001"\n\n\n'
+        'def upgrade(patch):\n    patch.add_field("shopmodels.User", "email", "other@example.com")\n')
+    result = run(project, "upgrade", "0001")
+    assert result.returncode == 0, result.stderr
+    assert "ran 0001: add email to users (5 changed, 0 already had it, 5 records rewritten)" \
+        in result.stdout
+    text = run(project, "upgrade", "--dry-run")
+    assert "would run 0002: email again (0 changed, 5 already had it, 0 records rewritten)" \
+        in text.stdout
+    data = json.loads(run(project, "--json", "upgrade").stdout)
+    [migration] = data["migrations"]
+    assert migration["migrated"] == {}
+    assert migration["unchanged"] == {"shopmodels.User": 4, "shopmodels.Admin": 1}
+    assert migration["records_rewritten"] == 0

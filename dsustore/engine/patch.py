@@ -483,8 +483,10 @@ class Patch:
         ]
         return StageReport(
             label=stage.label, operations=[op.describe() for op in stage.operations],
-            migrated=dict(result.migrated), references_rewritten=result.references_rewritten,
-            scanned=result.scanned, validations=self._validate(validations),
+            migrated=dict(result.migrated), unchanged=dict(result.unchanged),
+            references_rewritten=result.references_rewritten,
+            records_rewritten=result.records_rewritten, scanned=result.scanned,
+            validations=self._validate(validations),
             unreferenced_removed=dict(result.unreferenced), classes=sorted(migration.classes),
             tid_before=tid_repr(self._at), duration=time.monotonic() - started,
         )

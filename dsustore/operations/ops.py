@@ -2,8 +2,9 @@
 
 An operation is recorded by a patch and executed only when the patch commits. Each
 knows which stored classes it applies to (a class and its subclasses), what it does
-to one stored instance, what it promises about the instance afterwards (checked by a
-system validation), and its inverse when it has one.
+to one stored instance -- and whether that changed it, so an instance that already
+has the shape is left as it is --, what it promises about the instance afterwards
+(checked by a system validation), and its inverse when it has one.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from typing import Any, ClassVar
 
 from ..errors import OperationError
 from ..mop.classes import declared_fields, require, resolve
+from ..mop.inline import InlineInstance
 from ..mop.instance import StoredInstance
 from .policies import FieldPolicy, MigrationPolicy, as_policy, field_policy
 from .validations import as_validation
+
+#: what an operation migrates: a record, or an object stored inline in one
+Instance = StoredInstance | InlineInstance
 
 
 class Context:
@@ -48,10 +53,11 @@ class Operation:
     def prepare(self, ctx: Context) -> None:
         """Class-level checks and work, before any instance is migrated."""
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        """Migrate one stored instance."""
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        """Migrate one stored instance; whether that changed it (None: a policy ran, it may have)."""
+        return False
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         """Why the instance does not have the shape this operation promises, if it does not."""
         return None
 
@@ -59,18 +65,24 @@ class Operation:
         return self.describe()
 
 
-def _set_field(inst: StoredInstance, policy: MigrationPolicy, name: str | None,
-               ctx: Context, *, keep_existing: bool = False) -> None:
-    """Run a policy on one instance, at the dict level when the policy allows it."""
+def _set_field(inst: Instance, policy: MigrationPolicy, name: str | None,
+               ctx: Context, *, keep_existing: bool = False) -> bool | None:
+    """Run a policy on one instance, at the dict level when the policy allows it.
+
+    Returns True when it gave the instance a field it lacked, False when it kept the
+    one there, None when it replaced a value or ran a policy on the object.
+    """
     if isinstance(policy, FieldPolicy) and not policy.needs_new and name is not None:
         fields = inst.fields
-        if keep_existing and name in fields:
-            return
+        had = name in fields
+        if keep_existing and had:
+            return False
         fields[name] = policy.value(inst.old, None, ctx.old_ns, ctx.new_ns)
-        return
+        return None if had else True
     if keep_existing and name is not None and name in inst.fields:
-        return
+        return False
     policy.migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+    return None
 
 
 @dataclass(frozen=True)
@@ -122,11 +134,13 @@ class ChangeSuperclass(Operation):
         promised = tuple(f for f in declared_fields(base) if not hasattr(cls, f))
         object.__setattr__(self, "promised", promised)
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        if self.policy is not None:
-            as_policy(self.policy).migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        if self.policy is None:
+            return False
+        as_policy(self.policy).migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+        return None
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         missing = [f for f in self.promised if not inst.has_field(f)]
         if missing:
             return f"lacks {', '.join(missing)} declared by {self.superclass}"
@@ -165,10 +179,10 @@ class AddField(Operation):
     def reverse(self) -> Operation | None:
         return RemoveField(self.class_name, self.field)
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        _set_field(inst, self.policy, self.field, ctx, keep_existing=self.keep_existing)
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        return _set_field(inst, self.policy, self.field, ctx, keep_existing=self.keep_existing)
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         return None if inst.has_field(self.field) else f"has no field {self.field!r}"
 
 
@@ -184,10 +198,14 @@ class RemoveField(Operation):
     def describe(self) -> str:
         return f"remove_field({self.class_name}, {self.field!r})"
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        inst.fields.pop(self.field, None)
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        fields = inst.fields
+        if self.field not in fields:
+            return False
+        del fields[self.field]
+        return True
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         return f"still has field {self.field!r}" if inst.stores(self.field) else None
 
 
@@ -201,18 +219,26 @@ class RenameField(Operation):
     old: str
     new: str
 
+    def __post_init__(self) -> None:
+        if self.old == self.new:
+            raise OperationError(
+                f"renaming field {self.old!r} to itself changes nothing and could never hold; "
+                "name the field's new name", operation=self.describe(), class_name=self.class_name)
+
     def describe(self) -> str:
         return f"rename_field({self.class_name}, {self.old!r}, {self.new!r})"
 
     def reverse(self) -> Operation | None:
         return RenameField(self.class_name, self.new, self.old)
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
         fields = inst.fields
-        if self.old in fields:
-            fields[self.new] = fields.pop(self.old)
+        if self.old not in fields:
+            return False
+        fields[self.new] = fields.pop(self.old)
+        return True
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         if inst.stores(self.old):
             return f"still has field {self.old!r}"
         if not inst.has_field(self.new):
@@ -232,9 +258,10 @@ class MigrateInstances(Operation):
     def describe(self) -> str:
         return f"migrate_instances({self.class_name}, {self.policy.describe()})"
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
         field_name = self.policy.field if isinstance(self.policy, FieldPolicy) else None
         _set_field(inst, self.policy, field_name, ctx)
+        return None
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,23 @@ class _NamingPickler(_PythonPickler):
         self.memoize(obj)
 
 
+def fingerprint(value: Any) -> bytes:
+    """Bytes that differ when ``value`` differs: a pickle in which persistent objects,
+    classes and leftovers stand for themselves (by identity), so none is loaded."""
+    file = BytesIO()
+    _Fingerprinter(file, _protocol).dump(value)
+    return file.getvalue()
+
+
+class _Fingerprinter(Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN:
+            return None
+        if isinstance(obj, (Persistent, type)) or is_leftover(obj):
+            return id(obj)
+        return None
+
+
 def is_plain(state: Any) -> bool:
     """Whether a state is a dict of scalars and of lists or tuples of scalars."""
     if type(state) is not dict:
