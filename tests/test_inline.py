@@ -197,3 +197,23 @@ def test_a_policy_on_a_leftover_is_refused_naming_how_many(shop_db, monkeypatch,
     assert refused.value.class_name == "shopmodels.Money"
     assert "3 inline instance(s)" in str(refused.value) and "does not import" in str(refused.value)
     before.check()
+
+
+def test_a_merge_of_inline_classes_counts_only_the_objects_it_renames(shop_db, monkeypatch):
+    """A product holds an old Money and a Cash already: merging Money into Cash counts the
+    three Moneys, not the Cash that was there."""
+    _priced(shop_db)
+    cash = type("Cash", (), {"__module__": "shopmodels", "__qualname__": "Cash"})
+    monkeypatch.setattr(shopmodels, "Cash", cash, raising=False)
+    with shop_db.transaction() as conn:
+        discount = cash()
+        discount.amount = 1.0
+        conn.root()["products"]["p0"].discount = discount
+    monkeypatch.delattr(shopmodels, "Money")
+    with pytest.raises(dsustore.OperationError, match="merge=True"):
+        with Patch(shop_db) as patch:
+            patch.rename_class("shopmodels.Money", "shopmodels.Cash")
+    with Patch(shop_db) as patch:
+        patch.rename_class("shopmodels.Money", "shopmodels.Cash", merge=True)
+    assert patch.report.migrated == {"shopmodels.Cash": 3}
+    assert patch.report.records_rewritten == 3

@@ -54,6 +54,7 @@ from ..storage.connections import (
 from ..storage.pickles import fingerprint
 from ..storage.savepoints import FrozenStore
 from ..storage.spool import ScanSpool
+from .checks import check_classes
 from .reports import Progress
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class _Plan:
     removed: bool
     #: whether its records are written under another name (a rename)
     renamed: bool = False
+    #: the class is a rename's target and already stored (a merge nobody asked for)
+    merging: bool = False
     #: the name records are written under when pickling their class would not write it
     #: (decided at the first record: see RecordCodec.name_to_write)
     write_as: str | None = None
@@ -134,8 +137,9 @@ class MigrationPass(Context):
 
     Besides the record classes, the pass looks for a few names in the records'
     bytes (*needles*, only when the stage needs them): classes it renames, classes
-    whose instances may be stored inline, classes it removes. A record holding one
-    is decoded; inline objects are reached by walking its state.
+    whose instances may be stored inline, classes it removes, and classes it names
+    that the code lacks. A record holding one is decoded; inline objects are
+    reached by walking its state.
     """
 
     def __init__(self, *, adapter: StorageAdapter, connection: Any, old_connection: Any, at: bytes,
@@ -163,6 +167,9 @@ class MigrationPass(Context):
         self._sources_of: dict[str, set[str]] = defaultdict(set)
         for op in renames:
             self._sources_of[op.new_name].add(op.old_name)
+        #: rename targets whose stored instances would be merged without being asked to
+        self._unasked_merges = {op.new_name for op in renames
+                                if not op.merge and op.new_name not in self._sources}
         self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
         self.codec = RecordCodec(connection, self.renames, removed=self.removed)
         self.old_codec = RecordCodec(old_connection, {**(old_renames or {}), **self.renames},
@@ -180,6 +187,10 @@ class MigrationPass(Context):
         self._setstate: dict[type, bool] = {}
         #: oids of objects changed through the new namespace (by policies or user code)
         self.flushed: set[bytes] = set()
+        #: per name a needle looks for: how many records held it (presence, merges)
+        self._named: Counter[str] = Counter()
+        #: records already stored as a rename's target (merges), per target
+        self._merges: Counter[str] = Counter()
         self._inline_ops = [op for op in self.operations if any(map(may_be_inline, op.targets()))]
         self._needles = self._make_needles()
         self._hit_names: set[str] = set()
@@ -206,7 +217,11 @@ class MigrationPass(Context):
         for name in self.removed:
             if may_be_inline(name):
                 add(_global(name), _REMOVED, name)
-        for target in self._targets:  # inline objects stored under a new name already
+        for op in self.all_operations:  # classes the code lacks: are they stored at all?
+            for name in op.classes_named():
+                if resolve(name) is None:
+                    add(_global(name), 0, name)
+        for target in self._targets:  # a rename onto stored (inline) instances merges
             if may_be_inline(target):
                 add(_global(target), 0, target)
         return [(needle, flags, name) for needle, (flags, name) in wanted.items()]
@@ -289,6 +304,8 @@ class MigrationPass(Context):
         if plan.removed:
             self.result.removed_instances[plan.stored_name].append(oid)
             return None
+        if plan.merging:
+            self._merges[plan.stored_name] += 1
         hits = self._scan(data) if self._needles else 0
         if plan.ops is None and not hits & _DECODE:
             return None
@@ -298,7 +315,7 @@ class MigrationPass(Context):
         return written
 
     def _scan(self, data: bytes) -> int:
-        """What the needles found in a record's bytes ask for; notes the names found."""
+        """What the needles found in a record's bytes ask for; counts the names found."""
         hits = 0
         names = self._hit_names
         names.clear()
@@ -306,6 +323,7 @@ class MigrationPass(Context):
             if needle in data:
                 hits |= flags
                 if name is not None:
+                    self._named[name] += 1
                     names.add(name)
         return hits
 
@@ -328,7 +346,7 @@ class MigrationPass(Context):
         ops = [op for op in self.operations if matches(op, stored, new, klass)]
         removed = stored in self.removed or new in self.removed
         return _Plan(stored, new, klass, ops if ops or new != stored else None, removed,
-                     renamed=new != stored)
+                     renamed=new != stored, merging=stored in self._unasked_merges)
 
     def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan,
                  hits: int) -> bytes | None:
@@ -499,7 +517,12 @@ class MigrationPass(Context):
     # -- checks -----------------------------------------------------------------
 
     def _check_operations(self) -> None:
-        """Before anything commits: every inline instance an operation applies to was reached."""
+        """Before anything commits: no operation names a class that exists nowhere, no
+        rename merges unasked, every inline instance an operation applies to was reached."""
+        stored = Counter(self._named)
+        for name in {plan.stored_name for plan in self._plans.values()}:
+            stored[name] += self._merges.get(name) or 1  # records are counted where it matters
+        check_classes(self.all_operations, stored)
         for (operation, class_name, why), count in sorted(self.result.unreachable.items()):
             raise OperationError(
                 f"{count} inline instance(s) of {class_name} cannot be changed by this operation: "

@@ -4,11 +4,14 @@ An operation is recorded by a patch and executed only when the patch commits. Ea
 knows which stored classes it applies to (a class and its subclasses), what it does
 to one stored instance -- and whether that changed it, so an instance that already
 has the shape is left as it is --, what it promises about the instance afterwards
-(checked by a system validation), and its inverse when it has one.
+(checked by a system validation), the classes it needs to exist, and its inverse
+when it has one. Classes are spoken of by name: an operation on a class the code
+no longer has (a downgrade runs with the newer code) works on its stored records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -49,6 +52,15 @@ class Operation:
         """Dotted names of the classes the operation applies to (its own class by default)."""
         class_name = getattr(self, "class_name", None)
         return (class_name,) if class_name else ()
+
+    def classes_named(self) -> tuple[str, ...]:
+        """The classes that must exist, in the code or in the stored records."""
+        return self.targets() if self.per_instance else ()
+
+    def unknown_classes(self, stored: Callable[[str], bool]) -> tuple[str, ...]:
+        """The classes it names that neither import nor are ``stored``: misspelt, most likely."""
+        return tuple(name for name in self.classes_named()
+                     if resolve(name) is None and not stored(name))
 
     def prepare(self, ctx: Context) -> None:
         """Class-level checks and work, before any instance is migrated."""
@@ -122,16 +134,23 @@ class ChangeSuperclass(Operation):
         return f"change_superclass({self.class_name}, {self.superclass}{policy})"
 
     def prepare(self, ctx: Context) -> None:
-        cls = require(self.class_name, operation=self.describe())
-        base = require(self.superclass, operation=self.describe())
-        if not issubclass(cls, base):
+        """Check the code agrees, where it has both classes; promise the base's fields.
+
+        A side the code does not have is taken by name (a downgrade runs with the
+        newer code): its instances are found by their stored name, and a base the
+        code lacks promises no fields.
+        """
+        cls, base = resolve(self.class_name), resolve(self.superclass)
+        if base is None:
+            return
+        if cls is not None and not issubclass(cls, base):
             raise OperationError(
                 f"the code's class does not derive from {self.superclass}; change the class "
                 "in the code first, the patch migrates the stored instances",
                 operation=self.describe(),
                 class_name=self.class_name,
             )
-        promised = tuple(f for f in declared_fields(base) if not hasattr(cls, f))
+        promised = tuple(f for f in declared_fields(base) if cls is None or not hasattr(cls, f))
         object.__setattr__(self, "promised", promised)
 
     def apply(self, inst: Instance, ctx: Context) -> bool | None:
@@ -156,6 +175,9 @@ class RemoveClass(Operation):
 
     def describe(self) -> str:
         return f"remove_class({self.class_name})"
+
+    def classes_named(self) -> tuple[str, ...]:
+        return (self.class_name,)
 
 
 @dataclass(frozen=True)
@@ -270,21 +292,32 @@ class RenameClass(Operation):
 
     Records are rewritten by name: the new name is written as given, whether the
     code has it or not (a downgrade runs with the newer code, and writes the name
-    the older code will import).
+    the older code will import). Renaming onto a class that already has stored
+    instances merges the two, which ``merge`` must say is meant.
     """
 
     name: ClassVar[str] = "rename_class"
     old_name: str
     new_name: str
+    merge: bool = False
 
     def describe(self) -> str:
-        return f"rename_class({self.old_name}, {self.new_name})"
+        return f"rename_class({self.old_name}, {self.new_name}{', merge=True' if self.merge else ''})"
 
     def reverse(self) -> Operation | None:
-        return RenameClass(self.new_name, self.old_name)
+        # a merge forgets which instances had which class
+        return None if self.merge else RenameClass(self.new_name, self.old_name)
 
     def targets(self) -> tuple[str, ...]:
         return (self.old_name, self.new_name)
+
+    def classes_named(self) -> tuple[str, ...]:
+        return (self.old_name,)
+
+    def unknown_classes(self, stored: Callable[[str], bool]) -> tuple[str, ...]:
+        if self.merge and stored(self.new_name):
+            return ()  # a merge into stored instances: the old name may have none left
+        return super().unknown_classes(stored)
 
 
 @dataclass(frozen=True)

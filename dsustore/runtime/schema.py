@@ -17,11 +17,11 @@ import persistent
 
 from ..engine.bookkeeping import bookkeeping
 from ..mop import read_class_definition
-from ..mop.classes import resolve
+from ..mop.classes import INFRASTRUCTURE_MODULES, is_infrastructure, resolve
 from ..storage.connections import reading
 
 #: modules whose classes are infrastructure, not application schema
-INTERNAL_MODULES = ("dsustore.", "persistent.", "BTrees.", "ZODB.", "builtins.")
+INTERNAL_MODULES = INFRASTRUCTURE_MODULES
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Drift:
 
 
 def _is_internal(class_name: str) -> bool:
-    return class_name.startswith(INTERNAL_MODULES) or "." not in class_name
+    return is_infrastructure(class_name)
 
 
 def code_schema(class_names: Iterable[str]) -> dict[str, list[str]]:
