@@ -77,6 +77,16 @@ def test_a_policy_changes_inline_objects_in_place(shop_db, reader):
     assert reader().root()["products"]["p1"].price == Money(22.0, "EUR")
 
 
+def test_a_policy_that_leaves_inline_objects_alone_rewrites_nothing(shop_db, unchanged):
+    """Whether a policy changed an inline object is told by comparing it: here nothing changed."""
+    _priced(shop_db)
+    before = unchanged(shop_db)
+    with Patch(shop_db) as patch:
+        patch.migrate_instances(Money, lambda old, new, old_ns, new_ns: None)
+    assert patch.report.migrated == {} and patch.report.unchanged == {"shopmodels.Money": 3}
+    assert storage_image(shop_db) == before.image
+
+
 def test_inline_objects_with_slots_are_reached(shop_db, reader):
     """A slotted inline object gets the field in its slot."""
     with shop_db.transaction() as conn:
