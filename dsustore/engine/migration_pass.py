@@ -1,12 +1,17 @@
 """The migration pass: one streaming walk over the stored records, applying operations.
 
 The pass reads every current record once, straight from the storage, and decides
-from the class named in the record's first bytes whether any operation applies. Only
-those records are decoded, migrated as plain state, encoded and written into the
-patch connection's savepoint storage, a temporary file the connection copies into
-the storage when the transaction commits. Nothing is committed here, the running
-application keeps using the old state, and memory holds one record at a time plus
-the storage's own per-transaction index.
+from the class named in the record's first bytes whether any operation applies (or,
+when the stage needs it, from a class name found in its bytes: a renamed class, one
+stored inline). Only those records are decoded, migrated as plain state -- the
+record's own object and the objects stored inline in it --, encoded and, when
+something in them changed, written into the patch connection's savepoint storage, a
+temporary file the connection copies into the storage when the transaction commits.
+Nothing is committed here, the running application keeps using the old state, and
+memory holds one record at a time plus the storage's own per-transaction index.
+Once the walk is done, and before anything commits, the pass refuses operations on
+classes that exist nowhere, renames that would merge unasked, and inline objects an
+operation could not change (:meth:`MigrationPass._check_operations`).
 
 Objects a policy changes through the new namespace are ordinary connection changes;
 they are flushed into the same savepoint storage at batch ends, and a record the
