@@ -21,8 +21,10 @@ from .errors import ClassResolutionError, DSUError
 from .mop import class_counts
 from .mop.classes import import_problem
 from .mop.records import class_name_of
+from .operations import Operation
 from .runtime import runner
 from .runtime.authoring import write_merge, write_script
+from .runtime.checking import check_recorded
 from .runtime.history import applied_revisions
 from .runtime.lock import break_lock, lock_status
 from .runtime.revisions import RevisionGraph
@@ -203,8 +205,14 @@ def status(db: Any, migrations_dir: str | Path) -> dict[str, Any]:
 
 
 def plan(db: Any, migrations_dir: str | Path, target: str = "head") -> list[dict[str, Any]]:
-    """The operations each pending migration would record; nothing is run or written."""
+    """The operations each pending migration would record; nothing is run or written.
+
+    Each migration's operations are checked against the stored classes as an
+    upgrade's pass would check them (one count of the classes for all of them): a
+    class that neither imports nor is stored, a rename that would merge unasked.
+    """
     planned = []
+    recorded: list[tuple[str, list[Operation]]] = []
     for script in runner.pending(db, migrations_dir, target):
         patch = Patch(db, description=f"plan {script.revision}").begin()
         try:
@@ -217,10 +225,12 @@ def plan(db: Any, migrations_dir: str | Path, target: str = "head") -> list[dict
                 raise DSUError(f"upgrade() raised {type(err).__name__}: {err}",
                                migration=script.revision) from err
             operations = patch.plan()
+            recorded.append((script.revision, list(patch.operations)))
         finally:
             patch.rollback()
         planned.append({"revision": script.revision, "message": script.message,
                         "operations": operations})
+    check_recorded(db, recorded)
     return planned
 
 

@@ -4,10 +4,11 @@ Money is stored inline in the records of products and orders, so renaming the
 class rewrites those records. The application validation checks that every price
 and total now loads as the code's Money.
 
-This move comes before release 8 on purpose: a migration that rewrites a record
-holding an inline object whose class the code no longer has writes it back as a
-broken object, which a later rename cannot repair. No migration after this one
-therefore rewrites records that still name ``sampleshop.models.Money``.
+The rename is a merge: 0004 stores Money as the running code has it, so a database
+that reached 0004 with release 6's code or later already holds
+``sampleshop.money.Money`` (and no ``sampleshop.models.Money`` at all), while one
+migrated by releases 4 and 5 holds the old name. ``merge=True`` says both may be
+there and become one class.
 """
 
 import itertools
@@ -43,5 +44,5 @@ class AmountsAreMoney(Validation):
 
 
 def upgrade(patch):
-    patch.rename_class(OLD, NEW)
+    patch.rename_class(OLD, NEW, merge=True)
     patch.add_validation(AmountsAreMoney())

@@ -43,6 +43,27 @@ class Money:
         return f"Money({self.amount!r}, {self.currency!r})"
 
 
+class Dimensions:
+    """A value stored inline, with slots instead of a ``__dict__``."""
+
+    __slots__ = ("width", "height", "depth")
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width = width
+        self.height = height
+
+
+class Point:
+    """A value stored inline through its own ``__reduce__``: its fields are its arguments."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x = x
+        self.y = y
+
+    def __reduce__(self):
+        return Point, (self.x, self.y)
+
+
 class Order(persistent.Persistent):
     def __init__(self, user: User, items: list[Product]) -> None:
         self.user = user

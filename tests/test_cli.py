@@ -815,3 +815,185 @@ def test_snapshot_retention_from_pyproject_and_by_hand(project):
     assert "forgot 1 snapshot" in pruned.stdout and "dsustore pack" in pruned.stdout
     everything = json.loads(run(project, "snapshot", "prune", "--all", "--json").stdout)
     assert [s["name"] for s in everything["pruned"]] == ["mine"] and everything["kept"] == []
+
+
+# -- operations that would match nothing, or change nothing ---------------------------
+
+MISSPELT = '''\
+"""add email to users"""
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade(patch):
+    patch.add_field("shopmodels.Usr", "email", "nobody@example.com")
+'''
+
+
+def test_upgrade_of_a_misspelt_class_fails_in_one_line_and_writes_nothing(project):
+    """The error names the migration, the operation, the class and the stored class meant;
+    nothing is written and nothing recorded as applied."""
+    (project / "migrations" / "0001_add_email.py").write_text(MISSPELT)
+    before = image(project)
+    line = assert_one_line_error(run(project, "upgrade"), code=1)
+    assert "migration 0001" in line
+    assert "operation add_field(shopmodels.Usr, 'email'" in line
+    assert "class shopmodels.Usr" in line and "did you mean shopmodels.User" in line
+    facts = json.loads(run(project, "--json", "upgrade").stdout)
+    assert facts["error"] == "UnknownClassError" and facts["migration"] == "0001"
+    assert facts["suggestions"][0] == "shopmodels.User"
+    assert image(project) == before
+    assert run(project, "current").stdout.strip() == "(base)"
+
+
+def test_plan_and_dry_run_show_the_misspelt_class_too(project):
+    """plan and upgrade --dry-run refuse the class with the same line as the upgrade."""
+    (project / "migrations" / "0001_add_email.py").write_text(MISSPELT)
+    before = image(project)
+    upgrade_line = assert_one_line_error(run(project, "upgrade"), code=1)
+    assert assert_one_line_error(run(project, "plan"), code=1) == upgrade_line
+    assert assert_one_line_error(run(project, "upgrade", "--dry-run"), code=1) == upgrade_line
+    assert image(project) == before
+
+
+def test_upgrade_says_what_changed_and_what_already_had_it(project):
+    """A second migration adding the same field changes nothing: the output says so, --json too."""
+    (project / "migrations" / "0001_add_email.py").write_text(MIGRATION)
+    (project / "migrations" / "0002_email_again.py").write_text(
+        '"""email again"""\nrevision = "0002"\ndown_revision = "0001"\n\n\n'
+        'def upgrade(patch):\n    patch.add_field("shopmodels.User", "email", "other@example.com")\n')
+    result = run(project, "upgrade", "0001")
+    assert result.returncode == 0, result.stderr
+    assert "ran 0001: add email to users (5 changed, 0 already had it, 5 records rewritten)" \
+        in result.stdout
+    text = run(project, "upgrade", "--dry-run")
+    assert "would run 0002: email again (0 changed, 5 already had it, 0 records rewritten)" \
+        in text.stdout
+    data = json.loads(run(project, "--json", "upgrade").stdout)
+    [migration] = data["migrations"]
+    assert migration["migrated"] == {}
+    assert migration["unchanged"] == {"shopmodels.User": 4, "shopmodels.Admin": 1}
+    assert migration["records_rewritten"] == 0
+
+
+def test_a_rename_onto_a_class_with_instances_needs_merge(project):
+    """Renaming Session onto User would merge them: refused in one line naming merge=True."""
+    (project / "migrations" / "0001_merge.py").write_text(
+        '"""sessions are users"""\nrevision = "0001"\ndown_revision = None\n\n\n'
+        'def upgrade(patch):\n    patch.rename_class("shopmodels.Session", "shopmodels.User")\n')
+    before = image(project)
+    line = assert_one_line_error(run(project, "upgrade"), code=1)
+    assert "class shopmodels.User" in line and "merge=True" in line
+    assert image(project) == before
+
+
+# -- a class moved, and the move undone with the new code in place ---------------------
+
+RELEASE_1 = {"models.py": '''\
+import persistent
+
+
+class Product(persistent.Persistent):
+    def __init__(self, title):
+        self.title = title
+
+
+class Order(persistent.Persistent):
+    def __init__(self, product):
+        self.product = product
+'''}
+
+RELEASE_2 = {
+    "catalog.py": '''\
+import persistent
+
+
+class Product(persistent.Persistent):
+    def __init__(self, title):
+        self.title = title
+''',
+    "models.py": '''\
+import persistent
+
+
+class Order(persistent.Persistent):
+    def __init__(self, product):
+        self.product = product
+'''}
+
+MOVE = '''\
+"""move Product to the catalog"""
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade(patch):
+    patch.rename_class("moveshop.models.Product", "moveshop.catalog.Product")
+
+
+def downgrade(patch):
+    patch.rename_class("moveshop.catalog.Product", "moveshop.models.Product")
+'''
+
+POPULATE = '''\
+import ZODB
+from ZODB.FileStorage import FileStorage
+from persistent.mapping import PersistentMapping
+from moveshop.models import Order, Product
+
+db = ZODB.DB(FileStorage("Data.fs"))
+with db.transaction() as conn:
+    products = [Product(f"p{i}") for i in range(3)]
+    conn.root()["products"] = PersistentMapping({p.title: p for p in products})
+    conn.root()["orders"] = PersistentMapping({f"o{i}": Order(p) for i, p in enumerate(products)})
+db.close()
+'''
+
+
+def _release(folder: Path, files: dict[str, str]) -> None:
+    package = folder / "moveshop"
+    package.mkdir(exist_ok=True)
+    for stale in package.glob("*.py"):
+        stale.unlink()
+    (package / "__init__.py").write_text("")
+    for name, source in files.items():
+        (package / name).write_text(source)
+
+
+@pytest.mark.parametrize("re_export", [False, True], ids=["moved", "re-exported"])
+def test_a_downgrade_with_the_new_code_writes_the_old_class_name_back(tmp_path, re_export):
+    """Release 2 moved Product (leaving, or not, an import of it in its old module); its
+    downgrade runs with release 2's code and gives every record and reference the old name."""
+    _release(tmp_path, RELEASE_1)
+    populated = subprocess.run([sys.executable, "-c", POPULATE], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)
+    assert populated.returncode == 0, populated.stderr
+    assert run(tmp_path, "init").returncode == 0
+    (tmp_path / "migrations" / "0001_move.py").write_text(MOVE)
+    release_2 = dict(RELEASE_2)
+    if re_export:
+        release_2["models.py"] = "from moveshop.catalog import Product  # noqa: F401\n" + \
+            release_2["models.py"]
+    _release(tmp_path, release_2)
+
+    up = run(tmp_path, "upgrade")
+    assert up.returncode == 0, up.stderr
+    # the products, and the orders and the mapping that reference them
+    assert "(3 changed, 0 already had it, 7 records rewritten)" in up.stdout
+    down = run(tmp_path, "downgrade", "base")
+    assert down.returncode == 0, down.stderr
+    assert "(3 changed, 0 already had it, 7 records rewritten)" in down.stdout
+
+    counts = json.loads(run(tmp_path, "--json", "scan").stdout)["classes"]
+    assert counts["moveshop.models.Product"] == 3 and "moveshop.catalog.Product" not in counts
+    db = ZODB.DB(FileStorage(str(tmp_path / "Data.fs"), read_only=True))
+    try:
+        with db.transaction() as conn:
+            for order in conn.root()["orders"].values():
+                data, _serial = db.storage.load(order._p_oid)
+                assert b"moveshop.models\nProduct\n" in data
+                assert b"moveshop.catalog" not in data
+    finally:
+        db.close()

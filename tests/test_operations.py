@@ -8,6 +8,7 @@ from shopmodels import Admin, Money, Product, User
 
 import dsustore
 from dsustore import Patch, policies
+from conftest import storage_image
 from dsustore.operations.ops import AddField, RemoveField, RenameClass, RenameField
 
 
@@ -213,16 +214,58 @@ def test_operations_are_data_with_a_plan_and_inverses(db):
     patch.rollback()
 
 
-def test_rewriting_a_record_with_an_inline_object_of_a_missing_class_is_refused(
-        shop_db, monkeypatch, unchanged):
-    """An inline value whose class left the code is not written back as a broken object."""
+def test_add_field_leaves_instances_that_have_it_unwritten(shop_db):
+    """Every user has a name: nothing is changed or rewritten, and the report says they had it."""
+    before = storage_image(shop_db)
+    with Patch(shop_db) as patch:
+        patch.add_field(User, "name", "nobody")
+    assert patch.report.migrated == {}
+    assert patch.report.unchanged == {"shopmodels.User": 4, "shopmodels.Admin": 1}
+    assert patch.report.records_rewritten == 0
+    assert storage_image(shop_db) == before
+
+
+def serial_of(obj) -> bytes:
+    obj._p_activate()
+    return obj._p_serial
+
+
+def test_remove_field_of_a_field_no_instance_has_changes_nothing(shop_db):
+    """Removing a field nobody stores leaves every record as it was."""
+    before = storage_image(shop_db)
+    with Patch(shop_db) as patch:
+        patch.remove_field(User, "nickname")
+    assert patch.report.objects_migrated == 0 and patch.report.objects_unchanged == 5
+    assert storage_image(shop_db) == before
+
+
+def test_only_the_instances_an_operation_changes_are_rewritten(shop_db, reader):
+    """One user already has the field: four are changed and rewritten, one is left as it was."""
     with shop_db.transaction() as conn:
-        conn.root()["products"]["p0"].price = shopmodels.Money(3.0, "EUR")
-    before = unchanged(shop_db)
-    monkeypatch.delattr(shopmodels, "Money")
-    with pytest.raises(dsustore.ClassResolutionError) as refused:
-        with Patch(shop_db) as patch:
-            patch.add_field(shopmodels.Product, "active", True)
-    assert refused.value.class_name == "shopmodels.Money"
-    assert refused.value.oid is not None and "rename_class" in str(refused.value)
-    before.check()
+        conn.root()["users"]["user1"].email = "kept@example.org"
+    kept = serial_of(reader().root()["users"]["user1"])
+    with Patch(shop_db) as patch:
+        patch.add_field(User, "email", "new@example.org")
+    assert patch.report.migrated == {"shopmodels.User": 3, "shopmodels.Admin": 1}
+    assert patch.report.unchanged == {"shopmodels.User": 1}
+    assert patch.report.records_rewritten == 4
+    assert serial_of(reader().root()["users"]["user1"]) == kept
+
+
+def test_a_policy_that_changes_nothing_rewrites_nothing(shop_db):
+    """A policy may leave an instance as it was: its record is compared, not rewritten."""
+    before = storage_image(shop_db)
+    with Patch(shop_db) as patch:
+        patch.migrate_instances(User, lambda old, new, old_ns, new_ns: None)
+    assert patch.report.migrated == {} and patch.report.records_rewritten == 0
+    assert storage_image(shop_db) == before
+
+
+def test_rename_field_to_its_own_name_is_refused_when_recorded(db):
+    """rename_field(C, "f", "f") could only fail its validation: it is refused at once."""
+    patch = Patch(db).begin()
+    with pytest.raises(dsustore.OperationError) as refused:
+        patch.rename_field(User, "name", "name")
+    assert refused.value.operation == "rename_field(shopmodels.User, 'name', 'name')"
+    assert patch.plan() == []
+    patch.rollback()

@@ -531,8 +531,7 @@ def _format(args: argparse.Namespace, result: Any) -> str:
 
 def _format_run(result: dict[str, Any]) -> str:
     verb = "would run" if result.get("dry_run") else "ran"
-    lines = [f"{verb} {m['revision']}: {m.get('message', '')} "
-             f"({sum(m.get('migrated', {}).values())} objects migrated)"
+    lines = [f"{verb} {m['revision']}: {m.get('message', '')} ({_changes(m)})"
              for m in result.get("migrations", [])]
     lines = lines or ["nothing to do"]
     if result.get("snapshot"):
@@ -616,6 +615,15 @@ def _format_snapshot(args: argparse.Namespace, result: Any) -> str:
     verb = "created" if args.action == "create" else "deleted"
     source = result["path"] if result["kind"] == "export" else result["tid"]
     return f"{verb} snapshot {result['name']} as {_snapshot_source(result['kind'], source)}"
+
+
+def _changes(migration: dict[str, Any]) -> str:
+    """What a migration did to the objects: changed, left as they were, records written."""
+    changed = sum(migration.get("migrated", {}).values())
+    unchanged = sum(migration.get("unchanged", {}).values())
+    records = migration.get("records_rewritten", 0)
+    return (f"{changed} changed, {unchanged} already had it, "
+            f"{records} record{'' if records == 1 else 's'} rewritten")
 
 
 def _snapshot_source(kind: str, source: str) -> str:

@@ -1,12 +1,17 @@
 """The migration pass: one streaming walk over the stored records, applying operations.
 
 The pass reads every current record once, straight from the storage, and decides
-from the class named in the record's first bytes whether any operation applies. Only
-those records are decoded, migrated as plain state, encoded and written into the
-patch connection's savepoint storage, a temporary file the connection copies into
-the storage when the transaction commits. Nothing is committed here, the running
-application keeps using the old state, and memory holds one record at a time plus
-the storage's own per-transaction index.
+from the class named in the record's first bytes whether any operation applies (or,
+when the stage needs it, from a class name found in its bytes: a renamed class, one
+stored inline). Only those records are decoded, migrated as plain state -- the
+record's own object and the objects stored inline in it --, encoded and, when
+something in them changed, written into the patch connection's savepoint storage, a
+temporary file the connection copies into the storage when the transaction commits.
+Nothing is committed here, the running application keeps using the old state, and
+memory holds one record at a time plus the storage's own per-transaction index.
+Once the walk is done, and before anything commits, the pass refuses operations on
+classes that exist nowhere, renames that would merge unasked, and inline objects an
+operation could not change (:meth:`MigrationPass._check_operations`).
 
 Objects a policy changes through the new namespace are ordinary connection changes;
 they are flushed into the same savepoint storage at batch ends, and a record the
@@ -37,6 +42,7 @@ from ..errors import (
     ValidationError,
 )
 from ..mop.classes import resolve, split_name
+from ..mop.inline import InlineInstance, Shape, inline_objects, may_be_inline, shape_of
 from ..mop.instance import StoredInstance
 from ..mop.records import RecordCodec, class_key, class_name_of, class_of_meta, key_of
 from ..operations.ops import Context, Operation, RemoveClass, RenameClass, matches
@@ -50,8 +56,10 @@ from ..storage.connections import (
     savepoint_store,
     set_reader,
 )
+from ..storage.pickles import fingerprint
 from ..storage.savepoints import FrozenStore
 from ..storage.spool import ScanSpool
+from .checks import check_classes
 from .reports import Progress
 
 log = logging.getLogger(__name__)
@@ -62,12 +70,22 @@ class PassResult:
     """What the pass did and found, for the report and the system validations."""
 
     scanned: int = 0
+    #: objects changed, per class: records and inline objects
     migrated: Counter[str] = field(default_factory=Counter)
+    #: objects an operation applied to and left as they were (they had the shape), per class
+    unchanged: Counter[str] = field(default_factory=Counter)
+    #: records rewritten because they name a renamed class (references, inline objects)
     references_rewritten: int = 0
+    #: records the stage wrote, whatever the reason
+    records_rewritten: int = 0
     removed_instances: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    #: records holding inline instances of a removed class, per class
+    removed_inline: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     promise_failures: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     broken_references: list[bytes] = field(default_factory=list)
     unreferenced: Counter[str] = field(default_factory=Counter)
+    #: inline instances an operation cannot change: (operation, class, why) -> how many
+    unreachable: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -77,6 +95,41 @@ class _Plan:
     klass: type | None
     ops: list[Operation] | None
     removed: bool
+    #: whether its records are written under another name (a rename)
+    renamed: bool = False
+    #: the class is a rename's target and already stored (a merge nobody asked for)
+    merging: bool = False
+    #: the name records are written under when pickling their class would not write it
+    #: (decided at the first record: see RecordCodec.name_to_write)
+    write_as: str | None = None
+    decided: bool = False
+
+
+@dataclass
+class _Inline:
+    """What the pass does to inline objects of one class (decided once per class)."""
+
+    name: str  # the name it is written under
+    ops: list[Operation]
+    shape: Shape
+    removed: bool
+    #: written under a rename's new name; ``own``: decoded into that class, so it may
+    #: also have been stored under it (in a merge)
+    renamed: bool
+    own: bool
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.ops) or self.removed or self.renamed
+
+
+# what a needle found in a record asks for
+_REWRITE = 1  # the record names a renamed class: encode it again
+_INLINE = 2  # it may hold inline instances operations apply to
+_REMOVED = 4  # it may hold inline instances of a removed class
+_RENAMED = 8  # it may hold inline instances of a renamed class (count them)
+_WALK = _INLINE | _REMOVED | _RENAMED
+_DECODE = _REWRITE | _WALK
 
 
 class MigrationPass(Context):
@@ -86,6 +139,12 @@ class MigrationPass(Context):
     a later stage reads each record as the earlier stages left it in the savepoint
     storage (``frozen``, the store as it was when the stage began), and its old
     namespace shows that state too.
+
+    Besides the record classes, the pass looks for a few names in the records'
+    bytes (*needles*, only when the stage needs them): classes it renames, classes
+    whose instances may be stored inline, classes it removes, and classes it names
+    that the code lacks. A record holding one is decoded; inline objects are
+    reached by walking its state.
     """
 
     def __init__(self, *, adapter: StorageAdapter, connection: Any, old_connection: Any, at: bytes,
@@ -104,15 +163,23 @@ class MigrationPass(Context):
         self.frozen = frozen
         self.spool = spool
         self.phase = f"migrate {label}" if label else "migrate"
+        self.all_operations = list(operations)
         self.operations = [op for op in operations if op.per_instance]
-        self.renames = {
-            split_name(op.old_name): split_name(op.new_name)
-            for op in operations if isinstance(op, RenameClass)
-        }
-        self.needles = [key_of(op.old_name) + b"\n" for op in operations if isinstance(op, RenameClass)]
+        renames = [op for op in operations if isinstance(op, RenameClass)]
+        self.renames = {split_name(op.old_name): split_name(op.new_name) for op in renames}
+        self._sources = {op.old_name for op in renames}
+        self._targets = {op.new_name for op in renames}
+        self._sources_of: dict[str, set[str]] = defaultdict(set)
+        for op in renames:
+            self._sources_of[op.new_name].add(op.old_name)
+        #: rename targets whose stored instances would be merged without being asked to
+        self._unasked_merges = {op.new_name for op in renames
+                                if not op.merge and op.new_name not in self._sources}
         self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
         self.codec = RecordCodec(connection, self.renames, removed=self.removed)
-        self.old_codec = RecordCodec(old_connection, {**(old_renames or {}), **self.renames})
+        self.old_codec = RecordCodec(old_connection, {**(old_renames or {}), **self.renames},
+                                     prefer_stored=True)
+        self._plain_codec: RecordCodec | None = None
         # the old namespace loads objects of renamed classes under their new names
         self._old_reader = reader_of(old_connection)
         set_reader(old_connection, ObjectReader(
@@ -125,7 +192,44 @@ class MigrationPass(Context):
         self._setstate: dict[type, bool] = {}
         #: oids of objects changed through the new namespace (by policies or user code)
         self.flushed: set[bytes] = set()
+        #: per name a needle looks for: how many records held it (presence, merges)
+        self._named: Counter[str] = Counter()
+        #: records already stored as a rename's target (merges), per target
+        self._merges: Counter[str] = Counter()
+        self._inline_ops = [op for op in self.operations if any(map(may_be_inline, op.targets()))]
+        self._needles = self._make_needles()
+        self._hit_names: set[str] = set()
+        self._inline: dict[type, _Inline] = {}
+        self._shapes: dict[type, Shape] = {}
         self._started = time.monotonic()
+
+    def _make_needles(self) -> list[tuple[bytes, int, str | None]]:
+        """The names to look for in the records' bytes, and what finding each asks for."""
+        wanted: dict[bytes, list[Any]] = {}
+
+        def add(needle: bytes, flags: int, name: str | None) -> None:
+            found = wanted.setdefault(needle, [0, name])
+            found[0] |= flags
+
+        for source in self._sources:
+            add(key_of(source) + b"\n", _REWRITE, None)
+            if may_be_inline(source):
+                add(_global(source), _RENAMED, source)
+        for op in self._inline_ops:
+            for target in op.targets():
+                for name in _inline_names(target):
+                    add(_global(name), _INLINE, name)
+        for name in self.removed:
+            if may_be_inline(name):
+                add(_global(name), _REMOVED, name)
+        for op in self.all_operations:  # classes the code lacks: are they stored at all?
+            for name in op.classes_named():
+                if resolve(name) is None:
+                    add(_global(name), 0, name)
+        for target in self._targets:  # a rename onto stored (inline) instances merges
+            if may_be_inline(target):
+                add(_global(target), 0, target)
+        return [(needle, flags, name) for needle, (flags, name) in wanted.items()]
 
     def release(self) -> None:
         """Give the old namespace's connection its own reader back."""
@@ -169,6 +273,7 @@ class MigrationPass(Context):
                 since_batch = 0
                 self._end_batch()
         self._flush()
+        self._check_operations()
         self._check_old_namespace_untouched()
         self._report(total, final=True)
         self._note_created_classes(tmp, created_before)
@@ -206,11 +311,28 @@ class MigrationPass(Context):
         if plan.removed:
             self.result.removed_instances[plan.stored_name].append(oid)
             return None
-        if plan.ops is None:
-            if not (self.needles and any(n in data for n in self.needles)):
-                return None
-            return self._rewrite_references(oid, data)
-        return self._migrate(oid, tid, data, original, plan)
+        if plan.merging:
+            self._merges[plan.stored_name] += 1
+        hits = self._scan(data) if self._needles else 0
+        if plan.ops is None and not hits & _DECODE:
+            return None
+        written = self._migrate(oid, tid, data, original, plan, hits)
+        if written is not None:
+            self.result.records_rewritten += 1
+        return written
+
+    def _scan(self, data: bytes) -> int:
+        """What the needles found in a record's bytes ask for; counts the names found."""
+        hits = 0
+        names = self._hit_names
+        names.clear()
+        for needle, flags, name in self._needles:
+            if needle in data:
+                hits |= flags
+                if name is not None:
+                    self._named[name] += 1
+                    names.add(name)
+        return hits
 
     @property
     def classes(self) -> set[str]:
@@ -227,68 +349,191 @@ class MigrationPass(Context):
         module, name = split_name(stored)
         new_module, new_name = self.renames.get((module, name), (module, name))
         new = f"{new_module}.{new_name}"
-        klass = resolve(new)
+        klass = resolve(new) or (resolve(stored) if new != stored else None)
         ops = [op for op in self.operations if matches(op, stored, new, klass)]
         removed = stored in self.removed or new in self.removed
-        return _Plan(stored, new, klass, ops if ops or new != stored else None, removed)
+        return _Plan(stored, new, klass, ops if ops or new != stored else None, removed,
+                     renamed=new != stored, merging=stored in self._unasked_merges)
 
-    def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan) -> bytes:
+    def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan,
+                 hits: int) -> bytes | None:
+        """Apply the stage to one record: its own operations, its inline objects, renames.
+
+        Returns the record to write, or None when nothing in it changed.
+        """
         meta, state = self.codec.decode(data)
-        klass: Any = class_of_meta(meta)
-        custom_setstate = self._setstate.get(klass)
-        if custom_setstate is None and issubclass(klass, Broken):
-            raise ClassResolutionError(
-                "the stored class does not import from the current code",
-                class_name=plan.new_name, oid=oid,
-                operation=plan.ops[0].describe() if plan.ops else None,
-            )
-        if custom_setstate is None:
-            custom_setstate = self._setstate[klass] = klass.__setstate__ is not Persistent.__setstate__
-        inst = StoredInstance(oid, tid, plan.stored_name, klass, meta, state,
-                              lambda: self.old_codec.decode(original)[1])
-        for op in plan.ops or ():
+        status: bool | None = False
+        inst = None
+        if plan.ops:
+            klass: Any = class_of_meta(meta)
+            inst = StoredInstance(oid, tid, plan.stored_name, klass, meta, state,
+                                  lambda: self.old_codec.decode(original)[1])
+            status = self._apply(plan.ops, inst, plan.stored_name, oid)
+            for op in plan.ops:
+                problem = op.broken_promise(inst)
+                if problem is not None:
+                    self.result.promise_failures[f"{op.describe()}: instance {problem}"].append(oid)
+            state = inst.final_state()
+            if status is not False and self._setstate.get(klass) is not False:
+                self._check_state_loads(klass, inst, state, plan.new_name, oid)
+        inline_changed = False
+        if hits & _WALK or (self._inline_ops and plan.ops and status is not False):
+            inline_changed = self._migrate_inline(oid, data, state)
+        if status is False and not plan.renamed and not inline_changed and not hits & _REWRITE:
+            if inst is not None:
+                self.result.unchanged[plan.new_name] += 1
+            return None
+        if not plan.decided:
+            plan.write_as, plan.decided = self.codec.name_to_write(meta, plan.new_name), True
+        try:
+            written = self.codec.encode(meta, state, name=plan.write_as)
+        except DSUError as err:
+            err.add_context(class_name=plan.stored_name, oid=oid)
+            raise
+        if written == data:  # what ran left it as it was
+            self.codec.take_broken_references()
+            if inst is not None:
+                self.result.unchanged[plan.new_name] += 1
+            return None
+        if plan.renamed or status is not False:
+            self.result.migrated[plan.new_name] += 1
+        elif inst is not None:  # rewritten for what it holds or names, not for its own sake
+            self.result.unchanged[plan.new_name] += 1
+        if plan.ops is None and hits & _REWRITE:
+            self.result.references_rewritten += 1
+        return written
+
+    def _apply(self, ops: list[Operation], inst: Any, class_name: str, oid: bytes) -> bool | None:
+        """Run ``ops`` on one instance: True if one changed it, None if one may have."""
+        status: bool | None = False
+        for op in ops:
             try:
-                op.apply(inst, self)
+                changed = op.apply(inst, self)
             except DSUError as err:
-                err.add_context(operation=op.describe(), class_name=plan.stored_name, oid=oid)
+                err.add_context(operation=op.describe(), class_name=class_name, oid=oid)
                 raise
             except Exception as err:
                 raise PolicyError(
                     f"{type(err).__name__}: {err}",
-                    operation=op.describe(), class_name=plan.stored_name, oid=oid,
+                    operation=op.describe(), class_name=class_name, oid=oid,
                 ) from err
-        for op in plan.ops or ():
-            problem = op.broken_promise(inst)
-            if problem is not None:
-                self.result.promise_failures[f"{op.describe()}: instance {problem}"].append(oid)
-        final = inst.final_state()
+            if changed:
+                status = True
+            elif changed is None and status is False:
+                status = None
+        return status
+
+    def _check_state_loads(self, klass: Any, inst: StoredInstance, state: Any, class_name: str,
+                           oid: bytes) -> None:
+        """A class with its own ``__setstate__`` must accept the migrated state."""
+        custom_setstate = self._setstate.get(klass)
+        if custom_setstate is None:
+            custom_setstate = self._setstate[klass] = (
+                not issubclass(klass, Broken) and klass.__setstate__ is not Persistent.__setstate__)
         if custom_setstate and not inst.built:
             probe = klass.__new__(klass)
             try:
-                probe.__setstate__(final)
+                probe.__setstate__(state)
             except Exception as err:
                 raise OperationError(
                     f"the migrated state does not load: {type(err).__name__}: {err}",
-                    class_name=plan.new_name, oid=oid,
+                    class_name=class_name, oid=oid,
                 ) from err
-        self.result.migrated[plan.new_name] += 1
-        try:
-            return self.codec.encode(meta, final)
-        except DSUError as err:
-            err.add_context(class_name=plan.stored_name, oid=oid)
-            raise
 
-    def _rewrite_references(self, oid: bytes, data: bytes) -> bytes | None:
-        meta, state = self.codec.decode(data)
+    # -- inline objects -------------------------------------------------------
+
+    def _migrate_inline(self, oid: bytes, data: bytes, state: Any) -> bool:
+        """Apply the stage to the inline objects of one record's state; whether one changed."""
+        changed = False
+        ambiguous: set[str] = set()  # renamed classes the record held under the new name too
+        removed: set[str] = set()
+        for obj in inline_objects(state, self._wants_inline, self._shapes):
+            info = self._inline_info(type(obj))
+            if info.removed:
+                removed.add(info.name)
+                continue
+            if info.renamed and info.own and info.name in self._hit_names:
+                ambiguous.add(info.name)  # a merge: counted by the names they were stored under
+            if info.ops:
+                changed = self._migrate_inline_object(oid, obj, info, info.name in ambiguous) \
+                    or changed
+            elif info.renamed and info.name not in ambiguous:
+                self.result.migrated[info.name] += 1
+                changed = True
+        if ambiguous:
+            changed = self._count_renamed_inline(data, ambiguous) or changed
+        for name in removed:
+            self.result.removed_inline[name].append(oid)
+        return changed
+
+    def _migrate_inline_object(self, oid: bytes, obj: Any, info: _Inline, ambiguous: bool) -> bool:
+        inst = InlineInstance(oid, info.name, obj, info.shape)
+        before = fingerprint(obj if info.shape != "leftover" else inst.final_state())
         try:
-            new = self.codec.encode(meta, state)
-        except ClassResolutionError as err:
-            err.add_context(oid=oid, note="its record refers to a renamed class")
+            status = self._apply(info.ops, inst, info.name, oid)
+        except PolicyError:
             raise
-        if new == data:
-            return None
-        self.result.references_rewritten += 1
-        return new
+        except (OperationError, ClassResolutionError) as err:  # it cannot be changed that way
+            self.result.unreachable[(err.operation or "", info.name, err.reason)] += 1
+            return False
+        if status is None:
+            status = fingerprint(obj if info.shape != "leftover" else inst.final_state()) != before
+        for op in info.ops:
+            problem = op.broken_promise(inst)
+            if problem is not None:
+                self.result.promise_failures[f"{op.describe()}: inline instance {problem}"].append(oid)
+        if status or (info.renamed and not ambiguous):
+            self.result.migrated[info.name] += 1
+            return True
+        self.result.unchanged[info.name] += 1
+        return False
+
+    def _count_renamed_inline(self, data: bytes, targets: set[str]) -> bool:
+        """Count the inline objects a record held under the old name of a class renamed to
+        one of ``targets``, telling them from those it held under the new one (a merge):
+        the record is decoded again without the renames."""
+        if self._plain_codec is None:
+            self._plain_codec = RecordCodec(self.conn)
+        _meta, state = self._plain_codec.decode(data)
+        sources = {source for target in targets for source in self._sources_of[target]}
+        counted = False
+        for obj in inline_objects(state, lambda kind: _dotted(kind) in sources, self._shapes):
+            target = self.renames[split_name(_dotted(type(obj)))]
+            self.result.migrated[f"{target[0]}.{target[1]}"] += 1
+            counted = True
+        return counted
+
+    def _wants_inline(self, kind: type) -> bool:
+        return self._inline_info(kind).wanted
+
+    def _inline_info(self, kind: type) -> _Inline:
+        info = self._inline.get(kind)
+        if info is None:
+            own = _dotted(kind)
+            written = self.codec.written_name(kind)
+            real = None if issubclass(kind, Broken) else kind
+            names = {own, written} | self._sources_of.get(written, set())
+            ops = [op for op in self.operations
+                   if any(matches(op, name, written, real) for name in names)]
+            shape = self._shapes.get(kind) or shape_of(kind)
+            info = self._inline[kind] = _Inline(
+                written, ops, shape, removed=written in self.removed or own in self.removed,
+                renamed=written in self._targets, own=own == written)
+        return info
+
+    # -- checks -----------------------------------------------------------------
+
+    def _check_operations(self) -> None:
+        """Before anything commits: no operation names a class that exists nowhere, no
+        rename merges unasked, every inline instance an operation applies to was reached."""
+        stored = Counter(self._named)
+        for name in {plan.stored_name for plan in self._plans.values()}:
+            stored[name] += self._merges.get(name) or 1  # records are counted where it matters
+        check_classes(self.all_operations, stored)
+        for (operation, class_name, why), count in sorted(self.result.unreachable.items()):
+            raise OperationError(
+                f"{count} inline instance(s) of {class_name} cannot be changed by this operation: "
+                f"{why}", operation=operation or None, class_name=class_name)
 
     def _write(self, oid: bytes, tid: bytes, data: bytes) -> None:
         savepoint_store(self.conn).store(oid, tid, data, "", None)
@@ -369,6 +614,9 @@ class MigrationPass(Context):
             checks.append(SystemValidation(
                 f"objects still reference instances of removed class {removed}",
                 getattr(self, "referrers_of_removed", [])))
+            holders = [oid for oids in self.result.removed_inline.values() for oid in oids]
+            checks.append(SystemValidation(
+                f"objects still hold inline instances of removed class {removed}", holders))
         checks.append(SystemValidation(
             "migrated objects reference objects whose class does not import",
             self.result.broken_references))
@@ -421,3 +669,32 @@ def catch_up(passes: list[MigrationPass], adapter: StorageAdapter, changed: Iter
 
 def _failure_count(result: PassResult) -> int:
     return sum(map(len, result.promise_failures.values())) + len(result.broken_references)
+
+
+def _dotted(kind: type) -> str:
+    """The name a class goes by: a broken class by the name it was stored under."""
+    if issubclass(kind, Broken):
+        return f"{kind.__module__}.{kind.__name__}"
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _global(name: str) -> bytes:
+    """The bytes a record naming class ``name`` holds (pickle's GLOBAL opcode)."""
+    return b"c" + key_of(name) + b"\n"
+
+
+def _inline_names(target: str) -> list[str]:
+    """The names inline instances of ``target`` (a class or its subclasses) are stored under."""
+    klass = resolve(target)
+    if klass is None:
+        return [target]
+    if issubclass(klass, Persistent):
+        return []
+    names = {target: None}
+    stack = [klass]
+    while stack:
+        kind = stack.pop()
+        if not issubclass(kind, Persistent):
+            names[f"{kind.__module__}.{kind.__qualname__}"] = None
+        stack.extend(kind.__subclasses__())
+    return list(names)

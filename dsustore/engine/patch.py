@@ -236,9 +236,15 @@ class Patch:
         """Check ``validation.execute(old_ns, new_ns)`` before committing."""
         return self._record(AddValidation(as_validation(validation)))
 
-    def rename_class(self, old_name: ClassRef, new_name: ClassRef) -> Patch:
-        """A class renamed or moved: its records and every reference to them are rewritten."""
-        return self._record(RenameClass(dotted_name(old_name), dotted_name(new_name)))
+    def rename_class(self, old_name: ClassRef, new_name: ClassRef, *, merge: bool = False) -> Patch:
+        """A class renamed or moved: its records and every reference to them are rewritten.
+
+        The records are rewritten by name, so the new name need not import (a
+        downgrade runs with the newer code and writes the name the older code has).
+        Renaming onto a class that already has stored instances merges the two
+        classes for good, and is refused unless ``merge`` says it is meant.
+        """
+        return self._record(RenameClass(dotted_name(old_name), dotted_name(new_name), merge))
 
     def before_commit(self, hook: Callable[[Patch, PatchReport], None]) -> Patch:
         """Run ``hook(patch, report)`` inside the transaction, after validations pass."""
@@ -483,8 +489,10 @@ class Patch:
         ]
         return StageReport(
             label=stage.label, operations=[op.describe() for op in stage.operations],
-            migrated=dict(result.migrated), references_rewritten=result.references_rewritten,
-            scanned=result.scanned, validations=self._validate(validations),
+            migrated=dict(result.migrated), unchanged=dict(result.unchanged),
+            references_rewritten=result.references_rewritten,
+            records_rewritten=result.records_rewritten, scanned=result.scanned,
+            validations=self._validate(validations),
             unreferenced_removed=dict(result.unreferenced), classes=sorted(migration.classes),
             tid_before=tid_repr(self._at), duration=time.monotonic() - started,
         )

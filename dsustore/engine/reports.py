@@ -40,9 +40,15 @@ class Figures:
     """What a stage, or a whole patch, did to the stored objects."""
 
     operations: list[str] = field(default_factory=list)
-    #: objects migrated, per class
+    #: objects changed, per class: records, and objects stored inline in records
     migrated: dict[str, int] = field(default_factory=dict)
+    #: objects an operation applied to and left as they were, per class: they had the
+    #: shape already (the field added, the field removed...), so nothing was written
+    unchanged: dict[str, int] = field(default_factory=dict)
+    #: records rewritten because they name a renamed class (in a reference or an inline object)
     references_rewritten: int = 0
+    #: records written, whatever the reason (one may hold several changed objects)
+    records_rewritten: int = 0
     scanned: int = 0
     validations: list[str] = field(default_factory=list)
     #: instances of removed classes nothing referenced, per class (garbage for pack)
@@ -53,12 +59,18 @@ class Figures:
     def objects_migrated(self) -> int:
         return sum(self.migrated.values())
 
+    @property
+    def objects_unchanged(self) -> int:
+        return sum(self.unchanged.values())
+
     def figures(self) -> dict[str, Any]:
         """The figures, JSON-ready."""
         return {
             "operations": list(self.operations),
             "migrated": dict(self.migrated),
+            "unchanged": dict(self.unchanged),
             "references_rewritten": self.references_rewritten,
+            "records_rewritten": self.records_rewritten,
             "scanned": self.scanned,
             "validations": list(self.validations),
             "unreferenced_removed": dict(self.unreferenced_removed),
@@ -96,14 +108,18 @@ class PatchReport(Figures):
     def of_stages(cls, stages: list[StageReport], **facts: Any) -> PatchReport:
         """The report of a patch: its stages' figures, summed."""
         migrated: Counter[str] = Counter()
+        unchanged: Counter[str] = Counter()
         unreferenced: Counter[str] = Counter()
         for stage in stages:
             migrated.update(stage.migrated)
+            unchanged.update(stage.unchanged)
             unreferenced.update(stage.unreferenced_removed)
         return cls(
             operations=[op for stage in stages for op in stage.operations],
             migrated=dict(migrated),
+            unchanged=dict(unchanged),
             references_rewritten=sum(stage.references_rewritten for stage in stages),
+            records_rewritten=sum(stage.records_rewritten for stage in stages),
             scanned=sum(stage.scanned for stage in stages),
             validations=[v for stage in stages for v in stage.validations],
             unreferenced_removed=dict(unreferenced),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
 from typing import Any, cast
 
@@ -28,7 +28,7 @@ from ..storage import adapter_for
 from ..storage.connections import cache_of
 from .classes import ClassDef, ClassRef, create_class, dotted_name, read_class_definition, resolve
 from .namespace import Namespace
-from .records import class_key, class_name_of
+from .records import class_key, class_name_of, key_of
 from .swap import swap_live_objects, swap_objects
 from .views import OldState
 
@@ -41,6 +41,7 @@ __all__ = [
     "all_instances",
     "instance_oids",
     "class_counts",
+    "named_classes",
     "clone_namespace",
     "replace_namespace",
     "swap_objects",
@@ -147,6 +148,28 @@ def class_counts(storage: Any, *, at: bytes | None = None, view: Any = None) -> 
     for key, count in by_key.items():
         counts[names[key]] += count
     return counts
+
+
+def named_classes(storage: Any, names: Iterable[str] = (), *, at: bytes | None = None,
+                  view: Any = None) -> Counter[str]:
+    """How many records hold each class (as :func:`class_counts`), and for each of ``names``
+    how many records name it besides: in a reference, or as an object stored inline."""
+    needles = {name: b"c" + key_of(name) + b"\n" for name in names}
+    by_key: Counter[bytes] = Counter()
+    keys: dict[bytes, str] = {}
+    named: Counter[str] = Counter()
+    for _oid, _tid, data in adapter_for(storage).current_records(at=at, view=view):
+        key = class_key(data)
+        if key not in keys:
+            keys[key] = class_name_of(data)
+        by_key[key] += 1
+        for name, needle in needles.items():
+            if data.find(needle, len(key) + 3) >= 0:  # past the record's own class
+                named[name] += 1
+    counts: Counter[str] = Counter()
+    for key, count in by_key.items():
+        counts[keys[key]] += count
+    return counts + named
 
 
 def clone_namespace(db: Any, *, transaction_manager: Any = None) -> Namespace:

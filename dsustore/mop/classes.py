@@ -21,6 +21,14 @@ from ..errors import ClassResolutionError
 
 ClassRef = type | str
 
+#: modules whose classes are infrastructure (containers, bookkeeping), not an application's
+INFRASTRUCTURE_MODULES = ("dsustore.", "persistent.", "BTrees.", "ZODB.", "builtins.")
+
+
+def is_infrastructure(class_name: str) -> bool:
+    """Whether a dotted class name is infrastructure rather than an application's class."""
+    return class_name.startswith(INFRASTRUCTURE_MODULES) or "." not in class_name
+
 
 def dotted_name(cls: ClassRef) -> str:
     """``"pkg.module.Class"`` for a class object or a dotted name."""

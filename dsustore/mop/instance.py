@@ -3,7 +3,8 @@
 Its new state is a plain dict decoded from the record; the old state is a separate,
 read-only view decoded only if a policy asks for it; the object itself (an instance
 of the class the code has now) is built only for a policy that needs it, and its
-state taken back afterwards. Field operations that need neither stay at the dict.
+state taken back afterwards. Field operations that need neither stay at the dict,
+which is also how they reach records of a class the code does not have (by name).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import OperationError
+from ZODB.broken import Broken
+
+from ..errors import ClassResolutionError, OperationError
 from .views import OldState
 
 
@@ -71,6 +74,11 @@ class StoredInstance:
         """The object being migrated: an instance of the current class with the new state."""
         if self._obj is None:
             klass = self.klass
+            if issubclass(klass, Broken):
+                raise ClassResolutionError(
+                    "the class does not import from the current code, and the operation needs "
+                    "the object itself (a policy); field operations work on such records by name",
+                    class_name=self.class_name, oid=self.oid)
             args = self.meta[1] if isinstance(self.meta, tuple) and self.meta[1] else ()
             obj: Any = klass.__new__(klass, *args)
             if self._state is not None:

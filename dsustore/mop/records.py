@@ -12,14 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from persistent import Persistent
 from ZODB import broken
 from ZODB.utils import get_pickle_metadata
 
-from ..errors import ClassResolutionError
 from ..storage.connections import persistent_load
-from ..storage.pickles import RecordWriter, decode
-from .classes import resolve
+from ..storage.pickles import Name, RecordWriter, decode
+from .classes import resolve, split_name
 
 Renames = Mapping[tuple[str, str], tuple[str, str]]
 
@@ -55,47 +53,111 @@ def key_of(dotted: str) -> bytes:
 
 
 class RecordCodec:
-    """Decode and encode records of one connection, applying class renames.
+    """Decode and encode records of one connection, applying class renames by name.
 
-    ``renames`` maps old ``(module, name)`` pairs to new ones: a record that still
-    names an old class decodes with the new class, both in its own class metadata
-    and in the references and inline objects of its state.
+    ``renames`` maps old ``(module, name)`` pairs to new ones: a record that names
+    an old class, in its own class metadata or in the references and inline objects
+    of its state, is written naming the new one. A new name the code has decodes
+    into that class; one it does not have (a downgrade running with the newer code)
+    decodes into the old class where the code has that, and is written by name.
+    ``prefer_stored`` decodes a stored name the code has into its own class even
+    when it is renamed (the old namespace, which shows the objects as they were).
     """
 
     def __init__(self, connection: Any, renames: Renames | None = None, *,
-                 removed: set[str] | frozenset[str] = frozenset()) -> None:
+                 removed: set[str] | frozenset[str] = frozenset(),
+                 prefer_stored: bool = False) -> None:
         self._connection = connection
         self._renames = dict(renames or {})
+        self._prefer_stored = prefer_stored
         self._factory = connection.db().classFactory
-        self._writer = _StateWriter(connection, removed, self._renamed_class)
-
-    def _renamed_class(self, klass: type) -> type:
-        """The class a reference to an object of ``klass`` must name after the renames."""
-        new = self._renames.get((klass.__module__, klass.__qualname__))
-        return self.find_global(*new) if new else klass
+        self._load: Callable[[Any], Any] | None = None  # the connection's, once it decodes
+        #: per reference of the record last decoded, the class it named where the
+        #: connection's cache holds the object under another (the writer keeps the name)
+        self._ref_classes: dict[bytes, type] = {}
+        by_source: dict[str, Name] = {}  # renamed to a name the code does not have
+        by_class: dict[type, Name] = {}  # renamed to a name the code has for another class
+        for (module, name), target in self._renames.items():
+            found = resolve(f"{target[0]}.{target[1]}")
+            if found is None:
+                by_source[f"{module}.{name}"] = target
+            elif (found.__module__, found.__qualname__) != target:
+                by_class[found] = target
+        self._writer = _StateWriter(connection, removed, by_source, by_class,
+                                    {f"{m}.{n}" for m, n in self._renames.values()},
+                                    self._ref_classes)
 
     def find_global(self, module: str, name: str) -> Any:
-        module, name = self._renames.get((module, name), (module, name))
-        return self._factory(self._connection, module, name)
+        """The class a record's ``module.name`` decodes into (see the class docstring)."""
+        target = self._renames.get((module, name))
+        if target is None:
+            return self._factory(self._connection, module, name)
+        if self._prefer_stored:
+            stored = self._factory(self._connection, module, name)
+            if not _is_broken(stored):
+                return stored
+            return self._factory(self._connection, *target)
+        found = self._factory(self._connection, *target)
+        if not _is_broken(found):
+            return found
+        stored = self._factory(self._connection, module, name)
+        if not _is_broken(stored) and (stored.__module__, stored.__qualname__) == (module, name):
+            return stored  # the code's class, written back under the new name
+        return found
+
+    def _persistent_load(self, reference: Any) -> Any:
+        load = self._load or persistent_load(self._connection)
+        if type(reference) is tuple and len(reference) == 2:
+            oid, klass = reference
+            if type(klass) is tuple:  # a reference by name: renames apply to it too
+                klass = self.find_global(*klass)
+            obj = load((oid, klass))
+            if type(obj) is not klass and isinstance(klass, type):
+                self._ref_classes[oid if isinstance(oid, bytes) else oid.encode("ascii")] = klass
+            return obj
+        return load(reference)
 
     def decode(self, data: bytes) -> tuple[Any, Any]:
         """(class metadata, state) of a record; references become ghosts."""
-        return decode(data, self.find_global, persistent_load(self._connection))
+        self._ref_classes.clear()
+        if self._load is None:
+            self._load = persistent_load(self._connection)
+        return decode(data, self.find_global, self._persistent_load)
+
+    def written_name(self, klass: type) -> str:
+        """The dotted name the records this codec writes give ``klass``."""
+        named = self._writer.class_name(klass)
+        if named is not None:
+            return f"{named[0]}.{named[1]}"
+        return f"{klass.__module__}.{klass.__qualname__}"
+
+    def name_to_write(self, classmeta: Any, name: str) -> str | None:
+        """``name`` if a record of ``classmeta`` must be given it by name (see :meth:`encode`),
+        None when pickling its class writes that very name."""
+        klass = class_of_meta(classmeta)
+        if not isinstance(klass, type):  # a class kept by name in the metadata already
+            return None
+        if (self._writer.class_name(klass) is None
+                and f"{klass.__module__}.{klass.__qualname__}" == name):
+            return None
+        return name
 
     def take_broken_references(self) -> int:
         """How many references to classes that do not import the last encodes wrote."""
-        count, self._writer.broken = self._writer.broken, 0
+        count, self._writer.counted = self._writer.counted, 0
         return count
 
-    def encode(self, classmeta: Any, state: Any) -> bytes:
-        """A record for the class metadata and state, as ZODB's own writer makes it."""
-        klass = classmeta[0] if isinstance(classmeta, tuple) else classmeta
-        if isinstance(klass, type) and issubclass(klass, broken.Broken):
-            raise ClassResolutionError(
-                "cannot write an object whose class does not import",
-                class_name=f"{klass.__module__}.{klass.__name__}",
-            )
-        return self._writer.dump(classmeta, state)
+    def encode(self, classmeta: Any, state: Any, *, name: str | None = None) -> bytes:
+        """A record for the class metadata and state, as ZODB's own writer makes it.
+
+        ``name``, the dotted name the record's class is to have, is written as it is,
+        whether or not the code has a class of that name.
+        """
+        return self._writer.dump(classmeta, state, name=split_name(name) if name else None)
+
+
+def _is_broken(found: Any) -> bool:
+    return isinstance(found, type) and issubclass(found, broken.Broken)
 
 
 def class_of_meta(classmeta: Any) -> type:
@@ -104,37 +166,51 @@ def class_of_meta(classmeta: Any) -> type:
 
 
 class _StateWriter(RecordWriter):
-    """The record writer of a codec: renamed classes in references, broken ones kept by name.
+    """The record writer of a codec: renamed classes by name, leftovers as they were.
 
-    References to objects whose class no longer imports keep their class by name,
-    the form ZODB still reads, instead of failing to pickle the broken class.
+    Classes renamed to a name the code lacks, and classes that do not import (a
+    leftover's, a reference's), are written by name; references to objects whose
+    class does not import are counted (``counted``: a system validation reports
+    them) unless a rename or removal in the patch put them there on purpose.
     """
 
     def __init__(self, connection: Any, removed: set[str] | frozenset[str],
-                 renamed: Callable[[type], type]) -> None:
+                 by_source: dict[str, Name], by_class: dict[type, Name], targets: set[str],
+                 ref_classes: dict[bytes, type]) -> None:
         super().__init__(connection)
         self._removed = removed
-        self._renamed = renamed
-        self.broken = 0
+        self._by_source = by_source
+        self._by_class = by_class
+        self._targets = targets
+        self._ref_classes = ref_classes
         self._classes: dict[type, bool] = {}
+        self._names: dict[type, Name | None] = {}
 
-    def check_value(self, obj: Any) -> None:
-        if isinstance(obj, broken.Broken) and not isinstance(obj, Persistent):
-            # an inline object of a class the code no longer has: ZODB would write it
-            # back as a generic broken object that no later rename can find
-            raise ClassResolutionError(
-                "the record holds an inline object of this class, which does not import from "
-                "the current code; keep the class, or rename_class it in the same patch",
-                class_name=f"{type(obj).__module__}.{type(obj).__name__}",
-            )
+    def class_name(self, klass: type) -> Name | None:
+        try:
+            return self._names[klass]
+        except KeyError:
+            pass
+        own = f"{klass.__module__}.{klass.__qualname__}"
+        named = self._by_source.get(own) or self._by_class.get(klass)
+        if named is None and issubclass(klass, broken.Broken):
+            named = (klass.__module__, klass.__name__)
+        self._names[klass] = named
+        return named
 
-    def reference_class(self, klass: type) -> type | tuple[str, str]:
-        klass = self._renamed(klass)
-        if self._importable(klass):
-            return klass
-        if f"{klass.__module__}.{klass.__qualname__}" not in self._removed:
-            self.broken += 1  # references to removed classes are checked by reachability
-        return klass.__module__, klass.__name__
+    def reference_class(self, oid: bytes, klass: type) -> type | Name:
+        klass = self._ref_classes.get(oid, klass)
+        named = self.class_name(klass)
+        by_tuple = False
+        if named is None:
+            if self._importable(klass):
+                return klass
+            # a class that is neither the code's nor broken (made at run time): by name
+            named, by_tuple = (klass.__module__, klass.__name__), True
+        dotted = f"{named[0]}.{named[1]}"
+        if dotted not in self._targets and dotted not in self._removed:
+            self.counted += 1  # references to removed classes are checked by reachability
+        return named if by_tuple else klass
 
     def _importable(self, klass: type) -> bool:
         """Whether a reference's class pickles by name (the code still has it under that name)."""

@@ -2,20 +2,28 @@
 
 An operation is recorded by a patch and executed only when the patch commits. Each
 knows which stored classes it applies to (a class and its subclasses), what it does
-to one stored instance, what it promises about the instance afterwards (checked by a
-system validation), and its inverse when it has one.
+to one stored instance -- and whether that changed it, so an instance that already
+has the shape is left as it is --, what it promises about the instance afterwards
+(checked by a system validation), the classes it needs to exist, and its inverse
+when it has one. Classes are spoken of by name: an operation on a class the code
+no longer has (a downgrade runs with the newer code) works on its stored records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import OperationError
 from ..mop.classes import declared_fields, require, resolve
+from ..mop.inline import InlineInstance
 from ..mop.instance import StoredInstance
 from .policies import FieldPolicy, MigrationPolicy, as_policy, field_policy
 from .validations import as_validation
+
+#: what an operation migrates: a record, or an object stored inline in one
+Instance = StoredInstance | InlineInstance
 
 
 class Context:
@@ -45,13 +53,23 @@ class Operation:
         class_name = getattr(self, "class_name", None)
         return (class_name,) if class_name else ()
 
+    def classes_named(self) -> tuple[str, ...]:
+        """The classes that must exist, in the code or in the stored records."""
+        return self.targets() if self.per_instance else ()
+
+    def unknown_classes(self, stored: Callable[[str], bool]) -> tuple[str, ...]:
+        """The classes it names that neither import nor are ``stored``: misspelt, most likely."""
+        return tuple(name for name in self.classes_named()
+                     if resolve(name) is None and not stored(name))
+
     def prepare(self, ctx: Context) -> None:
         """Class-level checks and work, before any instance is migrated."""
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        """Migrate one stored instance."""
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        """Migrate one stored instance; whether that changed it (None: a policy ran, it may have)."""
+        return False
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         """Why the instance does not have the shape this operation promises, if it does not."""
         return None
 
@@ -59,18 +77,24 @@ class Operation:
         return self.describe()
 
 
-def _set_field(inst: StoredInstance, policy: MigrationPolicy, name: str | None,
-               ctx: Context, *, keep_existing: bool = False) -> None:
-    """Run a policy on one instance, at the dict level when the policy allows it."""
+def _set_field(inst: Instance, policy: MigrationPolicy, name: str | None,
+               ctx: Context, *, keep_existing: bool = False) -> bool | None:
+    """Run a policy on one instance, at the dict level when the policy allows it.
+
+    Returns True when it gave the instance a field it lacked, False when it kept the
+    one there, None when it replaced a value or ran a policy on the object.
+    """
     if isinstance(policy, FieldPolicy) and not policy.needs_new and name is not None:
         fields = inst.fields
-        if keep_existing and name in fields:
-            return
+        had = name in fields
+        if keep_existing and had:
+            return False
         fields[name] = policy.value(inst.old, None, ctx.old_ns, ctx.new_ns)
-        return
+        return None if had else True
     if keep_existing and name is not None and name in inst.fields:
-        return
+        return False
     policy.migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,23 +134,32 @@ class ChangeSuperclass(Operation):
         return f"change_superclass({self.class_name}, {self.superclass}{policy})"
 
     def prepare(self, ctx: Context) -> None:
-        cls = require(self.class_name, operation=self.describe())
-        base = require(self.superclass, operation=self.describe())
-        if not issubclass(cls, base):
+        """Check the code agrees, where it has both classes; promise the base's fields.
+
+        A side the code does not have is taken by name (a downgrade runs with the
+        newer code): its instances are found by their stored name, and a base the
+        code lacks promises no fields.
+        """
+        cls, base = resolve(self.class_name), resolve(self.superclass)
+        if base is None:
+            return
+        if cls is not None and not issubclass(cls, base):
             raise OperationError(
                 f"the code's class does not derive from {self.superclass}; change the class "
                 "in the code first, the patch migrates the stored instances",
                 operation=self.describe(),
                 class_name=self.class_name,
             )
-        promised = tuple(f for f in declared_fields(base) if not hasattr(cls, f))
+        promised = tuple(f for f in declared_fields(base) if cls is None or not hasattr(cls, f))
         object.__setattr__(self, "promised", promised)
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        if self.policy is not None:
-            as_policy(self.policy).migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        if self.policy is None:
+            return False
+        as_policy(self.policy).migrate(inst.old, inst.obj(), ctx.old_ns, ctx.new_ns)
+        return None
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         missing = [f for f in self.promised if not inst.has_field(f)]
         if missing:
             return f"lacks {', '.join(missing)} declared by {self.superclass}"
@@ -142,6 +175,9 @@ class RemoveClass(Operation):
 
     def describe(self) -> str:
         return f"remove_class({self.class_name})"
+
+    def classes_named(self) -> tuple[str, ...]:
+        return (self.class_name,)
 
 
 @dataclass(frozen=True)
@@ -165,10 +201,10 @@ class AddField(Operation):
     def reverse(self) -> Operation | None:
         return RemoveField(self.class_name, self.field)
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        _set_field(inst, self.policy, self.field, ctx, keep_existing=self.keep_existing)
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        return _set_field(inst, self.policy, self.field, ctx, keep_existing=self.keep_existing)
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         return None if inst.has_field(self.field) else f"has no field {self.field!r}"
 
 
@@ -184,10 +220,14 @@ class RemoveField(Operation):
     def describe(self) -> str:
         return f"remove_field({self.class_name}, {self.field!r})"
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
-        inst.fields.pop(self.field, None)
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
+        fields = inst.fields
+        if self.field not in fields:
+            return False
+        del fields[self.field]
+        return True
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         return f"still has field {self.field!r}" if inst.stores(self.field) else None
 
 
@@ -201,18 +241,26 @@ class RenameField(Operation):
     old: str
     new: str
 
+    def __post_init__(self) -> None:
+        if self.old == self.new:
+            raise OperationError(
+                f"renaming field {self.old!r} to itself changes nothing and could never hold; "
+                "name the field's new name", operation=self.describe(), class_name=self.class_name)
+
     def describe(self) -> str:
         return f"rename_field({self.class_name}, {self.old!r}, {self.new!r})"
 
     def reverse(self) -> Operation | None:
         return RenameField(self.class_name, self.new, self.old)
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
         fields = inst.fields
-        if self.old in fields:
-            fields[self.new] = fields.pop(self.old)
+        if self.old not in fields:
+            return False
+        fields[self.new] = fields.pop(self.old)
+        return True
 
-    def broken_promise(self, inst: StoredInstance) -> str | None:
+    def broken_promise(self, inst: Instance) -> str | None:
         if inst.stores(self.old):
             return f"still has field {self.old!r}"
         if not inst.has_field(self.new):
@@ -232,30 +280,44 @@ class MigrateInstances(Operation):
     def describe(self) -> str:
         return f"migrate_instances({self.class_name}, {self.policy.describe()})"
 
-    def apply(self, inst: StoredInstance, ctx: Context) -> None:
+    def apply(self, inst: Instance, ctx: Context) -> bool | None:
         field_name = self.policy.field if isinstance(self.policy, FieldPolicy) else None
         _set_field(inst, self.policy, field_name, ctx)
+        return None
 
 
 @dataclass(frozen=True)
 class RenameClass(Operation):
-    """A class renamed or moved to another module: records and references rewritten."""
+    """A class renamed or moved to another module: records and references rewritten.
+
+    Records are rewritten by name: the new name is written as given, whether the
+    code has it or not (a downgrade runs with the newer code, and writes the name
+    the older code will import). Renaming onto a class that already has stored
+    instances merges the two, which ``merge`` must say is meant.
+    """
 
     name: ClassVar[str] = "rename_class"
     old_name: str
     new_name: str
+    merge: bool = False
 
     def describe(self) -> str:
-        return f"rename_class({self.old_name}, {self.new_name})"
+        return f"rename_class({self.old_name}, {self.new_name}{', merge=True' if self.merge else ''})"
 
     def reverse(self) -> Operation | None:
-        return RenameClass(self.new_name, self.old_name)
+        # a merge forgets which instances had which class
+        return None if self.merge else RenameClass(self.new_name, self.old_name)
 
     def targets(self) -> tuple[str, ...]:
         return (self.old_name, self.new_name)
 
-    def prepare(self, ctx: Context) -> None:
-        require(self.new_name, operation=self.describe())
+    def classes_named(self) -> tuple[str, ...]:
+        return (self.old_name,)
+
+    def unknown_classes(self, stored: Callable[[str], bool]) -> tuple[str, ...]:
+        if self.merge and stored(self.new_name):
+            return ()  # a merge into stored instances: the old name may have none left
+        return super().unknown_classes(stored)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from ..recovery import Snapshot, delete_snapshot, prune_snapshots, snapshot, uni
 from ..storage import adapter_for
 from ..storage.connections import private_connection, reading
 from ..storage.transactions import mark
+from .checking import check_before_running
 from .history import (
     applied_records,
     applied_revisions,
@@ -236,6 +237,8 @@ def migrate(
         log.info("nothing to %s (current: %s)", direction, ", ".join(current(db)) or "base")
         return result
     options: dict[str, Any] = {"progress": progress, "on_conflict": on_conflict}
+    if not dry_run:  # a misspelt class is refused before the run writes its lock or snapshot
+        check_before_running(db, scripts, direction)
     if dry_run:
         result.migrations.extend(run_together(db, scripts, direction, dry_run=True, **options))
         return result

@@ -22,11 +22,8 @@ import persistent
 
 from ..engine.bookkeeping import bookkeeping
 from ..mop import read_class_definition
-from ..mop.classes import import_problem, resolve
+from ..mop.classes import import_problem, is_infrastructure, resolve
 from ..storage.connections import reading
-
-#: modules whose classes are infrastructure, not application schema
-INTERNAL_MODULES = ("dsustore.", "persistent.", "BTrees.", "ZODB.", "builtins.")
 
 
 @dataclass(frozen=True)
@@ -41,10 +38,6 @@ class Drift:
     removed: tuple[str, ...] = field(default=())
     #: why the class does not resolve (``class_missing``, ``import_failed``)
     cause: str | None = None
-
-
-def _is_internal(class_name: str) -> bool:
-    return class_name.startswith(INTERNAL_MODULES) or "." not in class_name
 
 
 def code_schema(class_names: Iterable[str]) -> dict[str, list[str]]:
@@ -72,7 +65,7 @@ def record_schema(root: Any, classes: Iterable[str]) -> dict[str, list[str]]:
     names = set(classes)
     bk = bookkeeping(root, create=True)
     previous = dict(bk.schema)
-    schema = code_schema(name for name in names if not _is_internal(name))
+    schema = code_schema(name for name in names if not is_infrastructure(name))
     for name in names:
         if name not in schema and name in previous:
             schema[name] = list(previous[name])

@@ -6,15 +6,27 @@ on records it read straight from the storage, so it needs the pieces underneath:
 the persistent unpickler with a chosen class lookup, and the object writer with a
 hook on every persistent reference. Those pieces are private to ZODB; this module
 is the one place that uses them.
+
+A record may have to name a class the running code does not have under that name:
+a class written back by the name a downgrade asks for, or an inline object of a
+class that no longer imports (a *leftover*, decoded as a ZODB ``Broken`` object).
+Python's C pickler refuses both (it checks that a class imports as itself), so a
+record holding one is written by a pure-Python pickler that writes such a class's
+``GLOBAL`` by name and a leftover exactly as it was stored: its class, its
+arguments and its state. Records without them keep the C pickler's speed.
 """
 
 from __future__ import annotations
 
+import copyreg
+import pickle
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
+from persistent import Persistent
 from ZODB._compat import PersistentUnpickler, Pickler, _protocol
+from ZODB.broken import Broken
 from ZODB.serialize import ObjectWriter
 
 
@@ -29,73 +41,233 @@ def decode(data: bytes, find_global: Callable[[str, str], Any],
 _PLAIN = frozenset({str, int, float, bool, bytes, list, dict, tuple, set, type(None)})
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
+#: a class's (module, name) as a record names it
+Name = tuple[str, str]
+
+
+def is_leftover(obj: Any) -> bool:
+    """Whether ``obj`` is an inline object whose class did not import when it was decoded."""
+    return isinstance(obj, Broken) and not isinstance(obj, Persistent)
+
+
+def leftover_reduce(obj: Any) -> tuple[Any, ...]:
+    """How a leftover was built when it was stored, to write it back the same way.
+
+    ZODB's ``Broken`` keeps what unpickling gave it: the arguments of the class
+    call (``REDUCE``) or of ``__new__`` (``NEWOBJ``), and the state (``BUILD``).
+    """
+    fields = obj.__dict__
+    state = fields.get("__Broken_state__")
+    initargs = fields.get("__Broken_initargs__")
+    if initargs is not None:
+        return type(obj), tuple(initargs), state
+    newobj = copyreg.__newobj__  # type: ignore[attr-defined]
+    return newobj, (type(obj), *fields.get("__Broken_newargs__", ())), state
+
+
+#: Python's own pickler, which (unlike the C one) lets a subclass write any class by name
+_PythonPickler: Any = pickle._Pickler
+
+
+def _by_hand() -> pickle.PicklingError:
+    """Raised inside the C pickler: the record is to be written by the Python one."""
+    return pickle.PicklingError("this record names a class by name or holds a leftover")
+
 
 class RecordWriter(ObjectWriter):
     """ZODB's ObjectWriter, bound to a connection, for states that are not objects.
 
     New persistent objects reached from a written state are added to the connection,
     so they are stored with its transaction. Subclasses see every value that may be
-    a persistent reference (:meth:`check_value`) and every reference's class
-    (:meth:`reference_class`).
+    a persistent reference (:meth:`check_value`), every reference's class
+    (:meth:`reference_class`), and say which classes are written by name
+    (:meth:`class_name`).
     """
 
     def __init__(self, connection: Any) -> None:
         super().__init__()
         self._jar = connection
-        self._metas: dict[Any, bytes] = {}  # the pickled class metadata, per class
+        #: per class: its pickled metadata, and the memo that pickle left
+        self._metas: dict[Any, tuple[bytes, dict[int, Any]]] = {}
         self._plain_pickler: tuple[Any, BytesIO] | None = None
+        self._by_hand = False  # the Python pickler is writing: names and leftovers are fine
+        self._seeded: Any = None  # the record's class, which the C pickler's memo holds
+        #: what a subclass counts while writing (put back when a record is written again)
+        self.counted = 0
 
     def check_value(self, obj: Any) -> None:
         """Called for each non-plain value written; may raise to refuse it."""
 
-    def reference_class(self, klass: type) -> type | tuple[str, str]:
-        """The class a persistent reference to an object of ``klass`` names.
+    def reference_class(self, oid: bytes, klass: type) -> type | Name:
+        """The class a persistent reference to ``oid``, an object of ``klass``, names.
 
         A ``(module, name)`` pair writes the reference by name, the form ZODB reads
         for classes that no longer import.
         """
         return klass
 
+    def class_name(self, klass: type) -> Name | None:
+        """The name to write ``klass`` under when pickle would not find it by its own
+        (a class kept by name); None writes it as pickle does."""
+        return None
+
     def persistent_id(self, obj: Any) -> Any:
         if type(obj) in _PLAIN:  # most of a state: skip ZODB's checks
             return None
+        if not self._by_hand:
+            if isinstance(obj, type):
+                if obj is not self._seeded and self.class_name(obj) is not None:
+                    raise _by_hand()
+            elif is_leftover(obj):
+                raise _by_hand()
         self.check_value(obj)
         if getattr(obj, "_p_oid", 0) is None and not isinstance(obj, type):
             self._jar.add(obj)
         pid = super().persistent_id(obj)
         if type(pid) is not tuple or not isinstance(pid[1], type):
             return pid
-        klass = self.reference_class(pid[1])
+        klass = self.reference_class(pid[0], pid[1])
         return pid if klass is pid[1] else (pid[0], klass)
 
-    def dump(self, classmeta: Any, state: Any) -> bytes:
-        """The record for ``classmeta`` and ``state``, byte for byte as ZODB writes it."""
+    def dump(self, classmeta: Any, state: Any, *, name: Name | None = None) -> bytes:
+        """The record for ``classmeta`` and ``state``, byte for byte as ZODB writes it.
+
+        ``name`` writes the record's class under that name rather than as pickle
+        would (the name the record is to have, which need not import).
+        """
+        klass = classmeta[0] if type(classmeta) is tuple else classmeta
+        mark = self.counted
+        try:
+            if name is None:
+                return self._dump_fast(classmeta, state)
+            if type(classmeta) is not tuple:
+                return self._dump_named(klass, name, state)
+        except pickle.PicklingError:  # a name or a leftover; or an error the Python one meets too
+            self.counted = mark
+        return self._dump_by_hand(classmeta, state, klass if name else None, name)
+
+    def _dump_fast(self, classmeta: Any, state: Any) -> bytes:
         if not is_plain(state):
             return self._dump(classmeta, state)
         # A state of plain values has no persistent references: it is pickled
         # without asking persistent_id about every value, the costliest part of
-        # writing a record. (Each pickle of a record keeps its own memo entries.)
+        # writing a record. Its memo starts where the class metadata's left off, so
+        # the record is byte for byte the one ZODB writes.
         # a class, or (class, None): the same bytes every time; new-args may vary
         cacheable = type(classmeta) is not tuple or classmeta[1] is None
-        meta = self._metas.get(classmeta) if cacheable else None
-        if meta is None:
+        found = self._metas.get(classmeta) if cacheable else None
+        if found is None:
             file, pickler = self._file, self._p
             file.seek(0)
             pickler.clear_memo()
             pickler.dump(classmeta)
             file.truncate()
-            meta = file.getvalue()
+            found = (file.getvalue(), pickler.memo.copy())
             if cacheable:
-                self._metas[classmeta] = meta
+                self._metas[classmeta] = found
+        meta, memo = found
+        return meta + self._dump_plain(state, memo)
+
+    def _dump_plain(self, state: Any, memo: dict[int, Any]) -> bytes:
         if self._plain_pickler is None:
             plain_file = BytesIO()
             self._plain_pickler = (Pickler(plain_file, _protocol), plain_file)
         plain, plain_file = self._plain_pickler
         plain_file.seek(0)
-        plain.clear_memo()
+        plain.memo = memo
         plain.dump(state)
         plain_file.truncate()
-        return meta + plain_file.getvalue()
+        return plain_file.getvalue()
+
+    def _dump_named(self, klass: type, name: Name, state: Any) -> bytes:
+        """A record whose class is written by ``name``; the state by the C pickler when it can."""
+        key = (klass, name)
+        found = self._metas.get(key)
+        if found is None:
+            # what pickle writes for a class: the name, memoized as the memo's first entry
+            found = self._metas[key] = (
+                pickle.PROTO + bytes([_protocol]) + global_opcode(name) + pickle.BINPUT + b"\0"
+                + pickle.STOP, {id(klass): (0, klass)})
+        meta, memo = found
+        if is_plain(state):
+            return meta + self._dump_plain(state, memo)
+        file, pickler = self._file, self._p
+        file.seek(0)
+        pickler.memo = memo  # references to the class reuse the meta's entry
+        self._seeded = klass
+        try:
+            pickler.dump(state)
+        finally:
+            self._seeded = None
+        file.truncate()
+        return meta + file.getvalue()
+
+    def _dump_by_hand(self, classmeta: Any, state: Any, klass: type | None,
+                      name: Name | None) -> bytes:
+        """A record the C pickler cannot write, written by the Python one (see the module)."""
+        file = BytesIO()
+        pickler = _NamingPickler(file, self, klass, name)
+        self._by_hand = True
+        try:
+            pickler.dump(classmeta)
+            pickler.dump(state)
+        finally:
+            self._by_hand = False
+        return file.getvalue()
+
+
+def global_opcode(name: Name) -> bytes:
+    """The ``GLOBAL`` opcode naming ``module.name``, as pickle writes it."""
+    module, qualname = name
+    return pickle.GLOBAL + module.encode("utf-8") + b"\n" + qualname.encode("utf-8") + b"\n"
+
+
+class _NamingPickler(_PythonPickler):
+    """Python's own pickler, writing classes kept by name and leftovers as they were stored."""
+
+    def __init__(self, file: BytesIO, writer: RecordWriter, record_class: type | None,
+                 record_name: Name | None) -> None:
+        super().__init__(file, _protocol)
+        self._writer = writer
+        self._record_class = record_class
+        self._record_name = record_name
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self._writer.persistent_id(obj)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if is_leftover(obj):
+            return leftover_reduce(obj)
+        return NotImplemented
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        named: Name | None = None
+        if obj is self._record_class:
+            named = self._record_name
+        elif isinstance(obj, type):
+            named = self._writer.class_name(obj)
+        if named is None:
+            super().save_global(obj, name)
+            return
+        self.write(global_opcode(named))
+        self.memoize(obj)
+
+
+def fingerprint(value: Any) -> bytes:
+    """Bytes that differ when ``value`` differs: a pickle in which persistent objects,
+    classes and leftovers stand for themselves (by identity), so none is loaded."""
+    file = BytesIO()
+    _Fingerprinter(file, _protocol).dump(value)
+    return file.getvalue()
+
+
+class _Fingerprinter(Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN:
+            return None
+        if isinstance(obj, (Persistent, type)) or is_leftover(obj):
+            return id(obj)
+        return None
 
 
 def is_plain(state: Any) -> bool:
