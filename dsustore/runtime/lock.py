@@ -180,11 +180,19 @@ class MigrationLock:
             time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
 
     def renew(self) -> None:
-        """Extend the lease by ``ttl``; raises :class:`LockLostError` if it was taken over."""
-        try:
-            holder = self._write(take=False)
-        except ConflictError as err:
-            raise LockLostError(f"the migration lock of {self.owner} changed under it") from err
+        """Extend the lease by ``ttl``; raises :class:`LockLostError` if it was taken over.
+
+        A concurrent write of the lease (a takeover, or this lock's own heartbeat) is
+        looked at again: only a lease that names another owner is lost.
+        """
+        for attempt in range(3):
+            try:
+                holder = self._write(take=False)
+                break
+            except ConflictError as err:
+                if attempt == 2:
+                    raise LockLostError(
+                        f"the migration lock of {self.owner} kept changing under it") from err
         if holder is not None:
             self.held = False
             taker = describe_holder(holder) if holder.get("owner") else "nobody (it was broken)"
@@ -192,9 +200,12 @@ class MigrationLock:
                 f"the migration lock of {self.owner} was taken over; it is now held by {taker}")
 
     def keep_alive(self) -> None:
-        """Between steps: raise if the lease was lost; renew it if half of ``ttl`` is gone."""
+        """Between steps: raise if the lease was lost; renew it if half of ``ttl`` is gone
+        (unless the heartbeat renews it)."""
         if self.lost is not None:
             raise self.lost
+        if self._beat is not None and self._beat.is_alive():
+            return
         if time.time() > self.expires - self.ttl / 2:
             self.renew()
 
