@@ -30,21 +30,37 @@ class Lease(persistent.Persistent):
         self.holder: dict[str, Any] | None = None
 
 
+class Barrier(persistent.Persistent):
+    """Set while a migration makes its final catch-up and commit (``holder`` None: open).
+
+    Guarded writers of every process read it as current in each transaction they
+    commit, and wait while it is set: between the catch-up that migrates what they
+    wrote and the commit that makes it visible, no old-shaped write can land.
+    """
+
+    def __init__(self) -> None:
+        self.holder: dict[str, Any] | None = None
+
+
 class Bookkeeping(persistent.Persistent):
     """The dsustore state of one database (stored at ``root["dsustore"]``).
 
     ``applied``: revision → record dict; ``schema``: dotted class name → declared
-    fields; ``snapshots``: name → dict; ``lease``: the migration lock.
+    fields; ``snapshots``: name → dict; ``lease``: the migration lock; ``barrier``: held
+    while a migration commits.
     """
 
     #: databases written before the lease had its own object have none until it is first taken
     lease: Lease | None = None
+    #: likewise the write barrier, until a migration first commits
+    barrier: Barrier | None = None
 
     def __init__(self) -> None:
         self.applied: OOBTree = OOBTree()
         self.schema: dict[str, list[str]] = {}
         self.snapshots: OOBTree = OOBTree()
         self.lease = Lease()
+        self.barrier = Barrier()
 
 
 @overload
@@ -59,4 +75,4 @@ def bookkeeping(root: Any, *, create: bool = False) -> Bookkeeping | None:
     return found
 
 
-__all__ = ["ROOT_KEY", "Bookkeeping", "Lease", "bookkeeping"]
+__all__ = ["ROOT_KEY", "Barrier", "Bookkeeping", "Lease", "bookkeeping"]

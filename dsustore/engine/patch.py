@@ -82,7 +82,8 @@ class Patch:
     ``commit_gate`` is a context manager entered around the final moment only: the
     catch-up of what other transactions committed meanwhile, the commit, and the swap
     of live objects (a running application uses it to hold new transactions for
-    that moment).
+    that moment). ``hold_writes`` is entered inside it, for the same moment: it holds
+    the writes of other processes (the runner sets the database's write barrier).
 
     A patch may run in stages (:meth:`stage`), each seeing what the earlier ones
     built, and still commit once: this is how several migrations apply as one
@@ -101,6 +102,7 @@ class Patch:
         description: str | None = None,
         dry_run: bool = False,
         commit_gate: Callable[[], AbstractContextManager[Any]] | None = None,
+        hold_writes: Callable[[], AbstractContextManager[Any]] | None = None,
         isolated_caches: bool = False,
     ) -> None:
         if on_conflict not in ("fail", "retry"):
@@ -115,6 +117,7 @@ class Patch:
         self.description = description
         self.dry_run = dry_run
         self.commit_gate = commit_gate
+        self.hold_writes = hold_writes
         #: connections the patch uses start and end with empty caches, so that nothing it
         #: cached reaches another thread (a live update runs new code beside the old)
         self.isolated_caches = isolated_caches
@@ -393,7 +396,8 @@ class Patch:
              stages=[stage.label for stage in report.stages if stage.label is not None],
              host=socket.gethostname(), pid=os.getpid())
         caught_up, since = self._catch_up_while_running(passes, user_changed)
-        with (self.commit_gate() if self.commit_gate else nullcontext()):
+        with (self.commit_gate() if self.commit_gate else nullcontext()), \
+                (self.hold_writes() if self.hold_writes else nullcontext()):
             report.caught_up = caught_up + self._catch_up(passes, user_changed, since)[0]
             self._close_stage_views()  # their copies of the savepoint index are not needed now
             tm.commit()

@@ -7,23 +7,27 @@ write checks the migrations the database has applied against those its code
 knows, and raises :class:`StaleCodeError` when the database is ahead. Reads are not
 affected.
 
-The check also marks the bookkeeping object as read-current, so a write that was
-begun before an upgrade and commits after it fails with a conflict (and is retried
-on the new state, where the check refuses it or the new code runs it) instead of
-slipping in between.
+The check also marks the bookkeeping object and the write barrier as read-current,
+so a write that was begun before an upgrade (or before its barrier was set) and
+commits after it fails with a conflict (and is retried on the new state, where the
+check refuses it or the new code runs it) instead of slipping in between. A write
+that finds the barrier set waits for it to open (see :mod:`dsustore.runtime.barrier`).
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ZODB.POSException import ConflictError
 from ZODB.utils import z64
 
 from ..engine.bookkeeping import ROOT_KEY
 from ..errors import StaleCodeError
+from ..runtime.barrier import barrier_state
 from ..runtime.revisions import RevisionGraph
 from ..runtime.scripts import load_scripts
 from ..storage.transactions import is_dsustore
@@ -35,10 +39,18 @@ _guards: weakref.WeakKeyDictionary[Any, StaleCodeGuard] = weakref.WeakKeyDiction
 class StaleCodeGuard:
     """Refuses commits from ``db``'s connections while the database has unknown migrations."""
 
+    #: seconds a write waits at a held barrier before it gives up with a conflict (and is
+    #: retried, to wait again)
+    barrier_wait = 30.0
+    #: seconds between two looks at a held barrier
+    barrier_poll = 0.01
+
     def __init__(self, db: Any, revisions: Iterable[str]) -> None:
         self._db = weakref.ref(db)  # the database holds its guard, not the other way round
         self.known = frozenset(revisions)
         self.refused = 0
+        #: how many writes found the barrier held and waited
+        self.held = 0
 
     def allow(self, revisions: Iterable[str]) -> None:
         """The code now knows ``revisions`` (after a live update loaded it)."""
@@ -60,6 +72,37 @@ class StaleCodeGuard:
                 unknown=unknown, migration=min(unknown),
             )
         conn.readCurrent(bk)
+        if bk.barrier is not None:
+            conn.readCurrent(bk.barrier)
+
+    def wait_at_barrier(self, conn: Any) -> None:
+        """Before a write commits: if a migration holds the barrier, wait for it to open.
+
+        Then the write's view is older than the migration's commit, so it is retried
+        (a ConflictError) on the new state. A barrier left by a migrator that is gone
+        holds nothing.
+        """
+        root = conn.get(z64)
+        bk = root.get(ROOT_KEY) if hasattr(root, "get") else None
+        barrier = getattr(bk, "barrier", None)
+        if barrier is None or barrier.holder is None:
+            return
+        db = conn.db()
+        deadline = time.monotonic() + self.barrier_wait
+        self.held += 1
+        while True:
+            state, holder = barrier_state(db)
+            if state == "abandoned":
+                return
+            if state == "open":
+                raise ConflictError("a migration committed while this transaction ran; "
+                                    "retry it on the new state")
+            if time.monotonic() >= deadline:
+                raise ConflictError(
+                    f"a migration by pid {holder.get('pid') if holder else '?'} on host "
+                    f"{holder.get('host') if holder else '?'} has held writes for "
+                    f"{self.barrier_wait:.0f}s; retry")
+            time.sleep(self.barrier_poll)
 
     def uninstall(self) -> None:
         """Stop guarding (connections keep their class; they just stop checking)."""
@@ -72,12 +115,15 @@ class _GuardedConnection:
     """Mixed into the database's connection class: checks the guard before writing."""
 
     def tpc_begin(self, transaction: Any) -> None:
-        # first, so a refusal aborts the commit cleanly (the mixin's base is ZODB's Connection)
-        super().tpc_begin(transaction)  # type: ignore[misc]
         conn: Any = self
         guard = _guards.get(conn.db())
-        if guard is not None and not is_dsustore(transaction):
-            guard.check(self)  # dsustore's own transactions (updates, locks) are not the app's
+        guarded = guard is not None and not is_dsustore(transaction)  # not updates, locks
+        if guard is not None and guarded:
+            guard.wait_at_barrier(conn)  # before the storage's commit lock is taken
+        # then, so a refusal aborts the commit cleanly (the mixin's base is ZODB's Connection)
+        super().tpc_begin(transaction)  # type: ignore[misc]
+        if guard is not None and guarded:
+            guard.check(conn)
 
 
 def guard_stale_code(db: Any, revisions: Iterable[str]) -> StaleCodeGuard:

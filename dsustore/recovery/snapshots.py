@@ -379,15 +379,14 @@ def _load_before(storage: Any, oid: bytes, before: bytes) -> bytes | None:
 
 
 def _kept_current(conn: Any) -> set[bytes]:
-    """Oids a restore leaves as they are now: the snapshot list (its BTree and buckets) and
-    the migration lock's lease."""
+    """Oids a restore leaves as they are now: the snapshot list (its BTree and buckets), the
+    migration lock's lease and the write barrier."""
     book = _book(conn.root(), create=False)
     if book is None:
         return set()
     storage = adapter_for(conn.db()).loader(conn)
-    found: set[bytes] = set()
-    if book.lease is not None and book.lease._p_oid is not None:
-        found.add(book.lease._p_oid)
+    found = {kept._p_oid for kept in (book.lease, book.barrier)
+             if kept is not None and kept._p_oid is not None}
     todo = [book.snapshots._p_oid]
     while todo:
         oid = todo.pop()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +44,7 @@ from ..recovery import Snapshot, delete_snapshot, prune_snapshots, snapshot, uni
 from ..storage import adapter_for
 from ..storage.connections import private_connection, reading
 from ..storage.transactions import mark
+from .barrier import writes_held
 from .checking import check_before_running
 from .history import (
     applied_records,
@@ -395,7 +396,8 @@ def _run(
     """Run one migration as one patch; its bookkeeping commits with it."""
     log.info("running migration %s %s: %s", direction, script.label, script.message)
     patch = Patch(db, on_conflict=on_conflict, progress=progress,
-                  description=f"{transaction_description(script.revision, direction)}: {script.message}")
+                  description=f"{transaction_description(script.revision, direction)}: {script.message}",
+                  hold_writes=_barrier(db, lock))
     patch.before_commit(_bookkeeping_hook([script], direction, lock))
     patch.stage(script.revision, _builder(script, direction))  # a retry runs the script again
     with _naming_the_migration(patch, script.revision):
@@ -404,6 +406,13 @@ def _run(
     result = MigrationResult(script.revision, script.message, direction, report)
     _note_tid_after(db, [result])
     return result
+
+
+def _barrier(db: Any, lock: MigrationLock | None) -> Callable[[], AbstractContextManager[None]] | None:
+    """What holds other processes' writes while the migration commits (see :mod:`.barrier`)."""
+    if lock is None:
+        return None
+    return lambda: writes_held(db, lock)
 
 
 def run_together(
@@ -428,7 +437,8 @@ def run_together(
     last = scripts[-1]
     patch = Patch(db, on_conflict=on_conflict, progress=progress, dry_run=dry_run,
                   description=f"{transaction_description(last.revision, direction)}: "
-                              f"{len(scripts)} migration(s) up to {last.message}")
+                              f"{len(scripts)} migration(s) up to {last.message}",
+                  hold_writes=None if dry_run else _barrier(db, lock))
     for script in scripts:
         patch.stage(script.revision, _builder(script, direction))
     if not dry_run:
