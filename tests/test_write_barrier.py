@@ -148,3 +148,72 @@ def _signal_progress_thread(db: Any, written: threading.Event, writer: threading
             seen = count
             written.set()
         time.sleep(0.02)
+
+
+def _guarded_write(db: Any, number: int) -> float:
+    """Commit one new item through a guarded connection, retrying conflicts; when it committed."""
+    import transaction
+    from ZODB.POSException import ConflictError
+
+    import barrieritems
+
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    try:
+        for _attempt in range(5):
+            tm.begin()
+            conn.root()["items"][number] = barrieritems.Item(number)
+            try:
+                tm.commit()
+                return time.monotonic()
+            except ConflictError:
+                tm.abort()
+        raise AssertionError("the write never committed")
+    finally:
+        conn.close()
+
+
+def test_a_write_at_a_held_barrier_waits_for_the_commit_then_goes_on(db):
+    """A guarded write that finds the barrier held waits until it opens, then commits."""
+    from dsustore import guard_stale_code
+    from dsustore.runtime.barrier import writes_held
+    from dsustore.runtime.lock import migration_lock
+
+    _populated(db)
+    guard = guard_stale_code(db, set())
+    try:
+        with migration_lock(db) as lock:
+            with writes_held(db, lock):
+                opened_at: list[float] = []
+                writer = threading.Thread(target=lambda: opened_at.append(_guarded_write(db, 1)))
+                writer.start()
+                time.sleep(0.5)
+                assert writer.is_alive()  # held at the barrier
+                released = time.monotonic()
+            writer.join(30)
+        assert opened_at and opened_at[0] >= released
+        assert guard.held >= 1
+    finally:
+        guard.uninstall()
+
+
+def test_a_barrier_whose_migrator_is_gone_holds_nobody(db):
+    """A barrier left set by a migrator whose lock lease is gone does not stop writes."""
+    from dsustore import guard_stale_code
+    from dsustore.engine.bookkeeping import bookkeeping
+    from dsustore.storage.transactions import mark
+
+    _populated(db)
+    with db.transaction() as conn:
+        bookkeeping(conn.root(), create=True).barrier.holder = {
+            "owner": "gone:1:x", "host": "gone", "pid": 1, "since": 0.0}
+        mark(conn.transaction_manager.get(), "dsustore writes held", barrier="gone:1:x")
+    guard = guard_stale_code(db, set())
+    try:
+        started = time.monotonic()
+        _guarded_write(db, 1)
+        assert time.monotonic() - started < guard.barrier_wait
+    finally:
+        guard.uninstall()
+    with db.transaction() as conn:
+        assert 1 in conn.root()["items"]

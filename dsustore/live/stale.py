@@ -75,33 +75,30 @@ class StaleCodeGuard:
         if bk.barrier is not None:
             conn.readCurrent(bk.barrier)
 
-    def wait_at_barrier(self, conn: Any) -> None:
+    def wait_at_barrier(self, conn: Any) -> str | None:
         """Before a write commits: if a migration holds the barrier, wait for it to open.
 
-        Then the write's view is older than the migration's commit, so it is retried
-        (a ConflictError) on the new state. A barrier left by a migrator that is gone
-        holds nothing.
+        Once it opens, the migration has committed (or given up): the barrier changed
+        after this write's view was taken, so the commit conflicts and is retried on
+        the new state. A barrier left by a migrator that is gone holds nothing.
+        Returns why the write must not go on when waiting gave up (None: go on).
         """
         root = conn.get(z64)
         bk = root.get(ROOT_KEY) if hasattr(root, "get") else None
         barrier = getattr(bk, "barrier", None)
         if barrier is None or barrier.holder is None:
-            return
+            return None
         db = conn.db()
         deadline = time.monotonic() + self.barrier_wait
         self.held += 1
         while True:
             state, holder = barrier_state(db)
-            if state == "abandoned":
-                return
-            if state == "open":
-                raise ConflictError("a migration committed while this transaction ran; "
-                                    "retry it on the new state")
+            if state != "held":
+                return None
             if time.monotonic() >= deadline:
-                raise ConflictError(
-                    f"a migration by pid {holder.get('pid') if holder else '?'} on host "
-                    f"{holder.get('host') if holder else '?'} has held writes for "
-                    f"{self.barrier_wait:.0f}s; retry")
+                who = f"pid {holder.get('pid')} on host {holder.get('host')}" if holder else "?"
+                return (f"a migration by {who} has held writes for {self.barrier_wait:.0f}s; "
+                        "retry")
             time.sleep(self.barrier_poll)
 
     def uninstall(self) -> None:
@@ -118,11 +115,14 @@ class _GuardedConnection:
         conn: Any = self
         guard = _guards.get(conn.db())
         guarded = guard is not None and not is_dsustore(transaction)  # not updates, locks
+        gave_up = None
         if guard is not None and guarded:
-            guard.wait_at_barrier(conn)  # before the storage's commit lock is taken
+            gave_up = guard.wait_at_barrier(conn)  # before the storage's commit lock is taken
         # then, so a refusal aborts the commit cleanly (the mixin's base is ZODB's Connection)
         super().tpc_begin(transaction)  # type: ignore[misc]
         if guard is not None and guarded:
+            if gave_up:
+                raise ConflictError(gave_up)
             guard.check(conn)
 
 
