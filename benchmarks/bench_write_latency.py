@@ -120,6 +120,7 @@ def _upgrade(uri_or_db: Any, folder: Path) -> tuple[float, float, int]:
 
 def measure_process(uri: str, folder: Path, tmp: Path) -> dict[str, Any]:
     """A writer process beside an upgrade of the database at ``uri``."""
+    tmp = Path(tempfile.mkdtemp(prefix="writer-", dir=tmp))
     stop, out = tmp / "stop", tmp / "writes.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), str(TESTS),
                                                                     os.environ.get("PYTHONPATH")])))
@@ -189,7 +190,7 @@ def run(n: int, kinds: list[str]) -> None:
         built = Path(tmp) / "built.fs"
         build(built, n)
         if "zeo" in kinds:
-            server = CopiedZEOServer(built, base_dir=Path(tmp) / "zeo")
+            server = CopiedZEOServer(built, base_dir=Path(tmp))
             try:
                 server.start()
                 report("zeo (a writer process, ZEO server over FileStorage)",
