@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ZODB.interfaces import IStorageIteration
+from ZODB.POSException import POSKeyError
 from ZODB.utils import p64, u64, z64
 
 from .connections import instance_of
@@ -197,24 +198,52 @@ def iternext_records(storage: Any, at: bytes, *, history: bool) -> Iterator[Reco
     """Walk ``record_iternext``; a record written after ``at`` is replaced by its older state.
 
     A history-free storage has no older state to give (``history`` False); such a
-    record is yielded as it is now.
+    record is yielded as it is now. A deleted object makes FileStorage's
+    ``record_iternext`` raise ``POSKeyError`` for the cursor naming it (its cursor is
+    the next oid): the walk yields the object's state as of ``at``, if it had one,
+    and goes on from the oid after it.
     """
     before = _after(at)
     if at == z64:  # nothing committed: an empty storage (ZEO reports that as an error)
         return
-    cursor = None
+    cursor: Any = None
+    after_deleted = False
     while True:
         try:
             oid, tid, data, cursor = storage.record_iternext(cursor)
+        except POSKeyError:
+            if not (isinstance(cursor, bytes) and len(cursor) == 8):
+                return  # an empty storage
+            oid, cursor, after_deleted = cursor, p64(u64(cursor) + 1), True
+            found = _state_before(storage, oid, before) if history else None
+            if found is not None:
+                yield oid, found[1], found[0]
+            continue
         except (KeyError, IndexError, StopIteration):  # empty storage
             return
+        except ValueError:
+            if after_deleted:  # no oid after the deleted one
+                return
+            raise
+        after_deleted = False
         if history and u64(tid) > u64(at):
-            found = storage.loadBefore(oid, before)
-            if found is None or found[0] is None:
+            found = _state_before(storage, oid, before)
+            if found is None:
                 data = None
             else:
-                data, tid = found[0], found[1]
-        if data is not None:
+                data, tid = found
+        if data:
             yield oid, tid, data
         if cursor is None:
             return
+
+
+def _state_before(storage: Any, oid: bytes, before: bytes) -> tuple[bytes, bytes] | None:
+    """(data, tid) of the state ``oid`` had before transaction ``before``; None if none."""
+    try:
+        found = storage.loadBefore(oid, before)
+    except POSKeyError:
+        return None
+    if found is None or not found[0]:
+        return None
+    return found[0], found[1]
