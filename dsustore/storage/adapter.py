@@ -26,6 +26,9 @@ from .connections import instance_of
 
 #: one current record: (oid, tid, data)
 Record = tuple[bytes, bytes, bytes]
+#: one object as loaded by :meth:`StorageAdapter.load_many`: (oid, data, tid), or
+#: (oid, None, None) where it has no state
+Loaded = tuple[bytes, bytes | None, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,27 @@ class StorageAdapter:
             found = self.storage.loadBefore(oid, before)
             if found is not None and found[0] is not None:
                 yield oid, found[1], found[0]
+
+    def load_many(self, oids: Iterable[bytes], *, before: bytes | None = None,
+                  loader: Any = None) -> Iterator[Loaded]:
+        """(oid, data, tid) of each of ``oids``, in order: its state before transaction
+        ``before``, or its current one; ``(oid, None, None)`` where it has none then (not
+        created yet, deleted, packed away). ``loader`` is what loads (:meth:`loader`).
+
+        Where every load is a round trip, adapters load many at once; here they are
+        loaded one by one.
+        """
+        storage = loader if loader is not None else self.storage
+        for oid in oids:
+            try:
+                if before is None:
+                    data, tid = storage.load(oid)
+                else:
+                    found = storage.loadBefore(oid, before)
+                    data, tid = (found[0], found[1]) if found is not None else (None, None)
+            except POSKeyError:
+                data = tid = None
+            yield (oid, data, tid) if data else (oid, None, None)
 
     def oid_index(self) -> Container[bytes] | None:
         """A container answering "does this oid exist" without reading records, if kept anyway."""
