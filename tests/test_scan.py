@@ -288,3 +288,30 @@ def test_a_zeo_scan_walks_record_iternext_where_it_cannot_read_in_bulk(backend, 
     monkeypatch.setattr(zeo, "SPARSE_SLACK", 0)
     assert list(adapter_for(spy(db.storage)).current_records(at=at)) == expected
     assert len(walked) >= len(expected)  # a round trip per record
+
+
+@pytest.mark.parametrize("storage_kind", ["zeo"])
+def test_on_zeo_changes_come_from_the_servers_list_and_the_log_past_its_end(backend,
+                                                                             monkeypatch):
+    """What later transactions wrote comes from the list of recent changes a ZEO server
+    keeps for its clients' caches, in one round trip; for a transaction older than that
+    list reaches back (100 transactions by default), from the transaction log."""
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root())
+    since = last_transaction(db)
+    writer = backend.open()
+    written = _change_a_user_and_add_a_product(writer)
+    adapter = adapter_for(db)
+    walked: list[object] = []
+    real = db.storage.iterator
+    monkeypatch.setattr(db.storage, "iterator", lambda *a: walked.append(a) or real(*a))
+    assert sorted(adapter.changed_since(since)) == sorted(written)
+    assert walked == []
+    for number in range(100):  # past the server's list
+        with writer.transaction() as conn:
+            product = conn.root()["products"]["p0"]
+            product.title = f"title {number}"
+    written.add(product._p_oid)
+    assert sorted(adapter.changed_since(since)) == sorted(written)
+    assert walked

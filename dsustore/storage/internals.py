@@ -75,7 +75,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("filestorage", "_ltid", "the last committed transaction"),
     Internal("fsindex", "_data", "look up index buckets once per run of oids"),
     # ZEO.ClientStorage and its I/O thread (ZEO.asyncio.client)
-    Internal("zeo_client", "_call", "server calls a scan waits for: an oid, the storage size"),
+    Internal("zeo_client", "_call", "server calls a scan and a change list wait for"),
     Internal("zeo_client", "_server", "the client's I/O thread, where bulk reads are sent"),
     Internal("zeo_runner", "loop", "run a batch of requests in the I/O thread"),
     Internal("zeo_runner", "client", "the connection state the I/O thread keeps"),

@@ -3,8 +3,9 @@
 A scan asks the server for the state as of its transaction of every oid up to the
 highest one the server has handed out -- ``loadBefore`` requests sent in batches,
 several batches in flight while the client decodes the last one
-(:class:`BulkLoader`) -- instead of one ``record_iternext`` round trip per record.
-What other clients commit is learnt from the invalidations the server sends every client
+(:class:`BulkLoader`) -- instead of one ``record_iternext`` round trip per record;
+a restore loads the objects it rewrites the same way. What other clients commit is
+learnt from the invalidations the server sends every client
 (:class:`ChangeRecorder`) instead of reading the transaction log back over the
 network; objects about to be loaded one by one are prefetched in one request.
 """
@@ -136,6 +137,19 @@ class ZEOAdapter(StorageAdapter):
                     yield oid, None, None
                 else:
                     raise answer
+
+    def changed_since(self, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:
+        """From the server's list of the oids recent transactions wrote, in one round trip
+        (the list ZEO clients check their caches with); by reading the transaction log
+        back, a round trip per record, when the list does not reach back to ``tid`` or
+        goes past ``upto``."""
+        upto = upto or self.last_committed()
+        if upto == tid:
+            return []
+        found = self.storage._call("getInvalidations", tid)
+        if found is not None and found[0] == upto:
+            return list(found[1])
+        return super().changed_since(tid, upto)
 
     def change_recorder(self, conn: Any) -> ChangeRecorder:
         return ChangeRecorder(instance_of(conn))
