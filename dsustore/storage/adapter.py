@@ -145,6 +145,12 @@ class StorageAdapter:
     def prefetch(self, oids: list[bytes]) -> None:
         """Ask for ``oids`` ahead of loading them one by one (where loads are round trips)."""
 
+    def streaming_store(self) -> Any:
+        """What stores the records of a large commit in bulk, where storing each on its own
+        costs a message (``store`` and ``flush(transaction)`` once all are stored); None
+        where the storage's own ``store`` is the way."""
+        return None
+
     # -- reading ------------------------------------------------------------------
 
     def current_records(self, *, at: bytes | None = None, view: Any = None) -> Iterator[Record]:

@@ -32,6 +32,9 @@ BATCH = 2000
 IN_FLIGHT = 3
 #: fewer oids per batch where records are large: a batch holds about this many bytes
 BATCH_BYTES = 2 << 20
+#: records per batch a large commit sends, and batches sent before the server took them
+STORE_BATCH = 1000
+STORE_AHEAD = 4
 #: a scan probes every oid up to the highest handed out; where that is more than this
 #: many probes per stored object, and this many more (a database mostly packed away),
 #: one round trip per stored record costs less
@@ -151,6 +154,9 @@ class ZEOAdapter(StorageAdapter):
             return list(found[1])
         return super().changed_since(tid, upto)
 
+    def streaming_store(self) -> StreamingStore:
+        return StreamingStore(self.storage)
+
     def change_recorder(self, conn: Any) -> ChangeRecorder:
         return ChangeRecorder(instance_of(conn))
 
@@ -213,6 +219,51 @@ class BulkLoader:
         except Exception as err:
             if not answers.done():
                 answers.set_exception(err)
+
+
+class StreamingStore:
+    """The records of one large commit, sent to the server a batch at a time.
+
+    ``ClientStorage.store`` hands each record to the client's I/O thread on its own,
+    waking it once per record, and keeps the record to put in the client cache when
+    the transaction finishes: for an update that rewrites most of a database that is
+    most of the client's work, and it evicts the whole cache. Here a batch of records
+    goes to the I/O thread at once, and the transaction buffer keeps only their oids,
+    so that the cache forgets their old states at the finish. After each batch the
+    server is pinged; it answers in order, once it has taken the batch, and no more
+    than ``STORE_AHEAD`` batches wait unanswered: a server storing more slowly than
+    the client sends does not make the records pile up in the client's memory.
+    """
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self._records: list[tuple[bytes, bytes, bytes]] = []
+        self._answers: deque[Any] = deque()
+
+    def store(self, oid: bytes, serial: bytes, data: bytes, version: str,
+              transaction: Any) -> None:
+        self._records.append((oid, serial, data))
+        if len(self._records) >= STORE_BATCH:
+            self._send(transaction)
+
+    def flush(self, transaction: Any) -> None:
+        """Send what is left (the vote that follows waits for the server to take it all)."""
+        if self._records:
+            self._send(transaction)
+        self._answers.clear()
+
+    def _send(self, transaction: Any) -> None:
+        storage = self._storage
+        buffer = storage._check_trans(transaction, "store")
+        records, self._records = self._records, []
+        ident = id(transaction)
+        storage._async_iter([("storea", (oid, serial, data, ident))
+                             for oid, serial, data in records])
+        for oid, _serial, _data in records:
+            buffer.store(oid, None)  # the finish invalidates it in the cache, caches nothing
+        self._answers.append(storage._call("ping", wait=False))
+        while len(self._answers) > STORE_AHEAD:
+            self._answers.popleft().result()
 
 
 class ChangeRecorder:
