@@ -322,6 +322,28 @@ def test_a_large_commit_makes_other_connections_drop_their_caches(shop_db, monke
     app.close()
 
 
+def test_the_commit_does_not_copy_the_savepoint_index(shop_db, monkeypatch):
+    """ZODB's commit takes a savepoint first, which copies the savepoint index -- an entry
+    per record the update wrote -- and throws the copy away; a patch's commit does not."""
+    from ZODB.Connection import Connection
+
+    copied: list[int] = []
+    savepoint = Connection.savepoint
+
+    def spy(self):
+        if self._savepoint_storage is not None:
+            copied.append(len(self._savepoint_storage.index))
+        return savepoint(self)
+
+    monkeypatch.setattr(Connection, "savepoint", spy)
+    with Patch(shop_db) as patch:
+        patch.add_field(User, "email", "x@example.org")
+    assert patch.report.records_rewritten == 5
+    assert copied == [0]  # the savepoint the patch starts from, empty
+    with shop_db.transaction() as conn:
+        assert conn.root()["users"]["user1"].email == "x@example.org"
+
+
 @pytest.mark.parametrize("storage_kind", ["zeo"])
 def test_on_zeo_a_large_commit_sends_its_records_in_batches(backend, monkeypatch):
     """A large commit over ZEO hands its records to the client's I/O thread a batch at a

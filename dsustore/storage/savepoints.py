@@ -19,6 +19,7 @@ from typing import Any
 
 from ZODB.Connection import Connection, TmpStore
 from ZODB.mvccadapter import MVCCAdapterInstance
+from ZODB.POSException import ConflictError
 from ZODB.utils import p64, u64
 
 from . import adapter_for
@@ -169,7 +170,27 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
         finally:
             src.close()
 
+    def commit(transaction: Any) -> None:
+        """``Connection.commit`` without the savepoint it takes first, which copies the
+        savepoint index -- one entry per record the update wrote -- to throw it away."""
+        if not isinstance(conn._savepoint_storage, AppendingTmpStore):
+            return Connection.commit(conn, transaction)
+        transaction = transaction.data(conn)
+        conn._creating.clear()  # what the savepoint does, but the copy
+        conn._commit(None)
+        conn._storage.creating.update(conn._creating)
+        conn._creating.clear()
+        conn._registered_objects = []
+        conn._commit_savepoint(transaction)
+        for oid, serial in conn._readCurrent.items():
+            try:
+                conn._storage.checkCurrentSerialInTransaction(oid, serial, transaction)
+            except ConflictError:
+                conn._cache.invalidate(oid)
+                raise
+
     conn._commit_savepoint = commit_savepoint
+    conn.commit = commit
     return store
 
 
@@ -217,4 +238,5 @@ def _stored(transaction: Any) -> None:
 def release(conn: Connection) -> None:
     """Give a pooled connection back its ordinary savepoint commit."""
     conn.__dict__.pop("_commit_savepoint", None)
+    conn.__dict__.pop("commit", None)
     getattr(conn._normal_storage, "__dict__", {}).pop("tpc_finish", None)  # if it never finished
