@@ -38,12 +38,20 @@ class LockCapacity:
     max_locks_per_transaction: int
     max_connections: int
     max_prepared_transactions: int
+    #: server processes besides the connections the table has room for (autovacuum,
+    #: background workers, WAL senders)
+    other_processes: int = 0
+
+    @property
+    def sessions(self) -> int:
+        """The processes and prepared transactions the table is sized for."""
+        return self.max_connections + self.other_processes + self.max_prepared_transactions
 
     @property
     def slots(self) -> int:
-        """How many locks the table is guaranteed to hold (for all sessions)."""
-        return self.max_locks_per_transaction * (self.max_connections
-                                                 + self.max_prepared_transactions)
+        """How many locks the table is sized for (for all sessions); when full it may
+        grow into the server's free memory (:meth:`StorageAdapter.locks_fit`)."""
+        return self.max_locks_per_transaction * self.sessions
 
 
 class StorageAdapter:
@@ -87,6 +95,11 @@ class StorageAdapter:
     def lock_capacity(self) -> LockCapacity | None:
         """The server's lock table, where a commit takes one lock per object (else None)."""
         return None
+
+    def locks_fit(self, count: int) -> bool:
+        """Whether the server's lock table takes ``count`` more locks now (where
+        :meth:`lock_capacity` applies)."""
+        return True
 
     def count_instances(self, class_keys: Iterable[bytes]) -> int:
         """How many current records have one of the class keys (where lock_capacity applies)."""
