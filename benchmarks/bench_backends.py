@@ -1,22 +1,31 @@
-"""The add-field migration on ZEO and RelStorage, against each storage's raw rewrite, in one run.
+"""The add-field migration on ZEO and RelStorage, against FileStorage and each storage's raw
+rewrite, in one run.
 
     python benchmarks/bench_backends.py 100000 [kinds ...]
 
-kinds: zeo, relstorage-hp, relstorage-hf (all three by default). For each it starts
-the servers the test suite uses (tests/servers.py: a ZEO server over a FileStorage,
-a PostgreSQL cluster on 127.0.0.1), builds N ``benchitems.Item`` objects once, and
-measures on fresh copies (a copied Data.fs behind a new ZEO server; a database
+kinds: zeo, relstorage-hp, relstorage-hf (all three by default). It builds N
+``benchitems.Item`` objects once in a FileStorage; for each kind it starts the
+servers the test suite uses (tests/servers.py: a ZEO server over a copy of that
+FileStorage, a PostgreSQL cluster on 127.0.0.1 with a database built the same way),
+and measures on fresh copies (a copied Data.fs behind a new ZEO server; a database
 created from the built one as template), each in its own process:
 
   raw-rewrite   the limit: the storage API alone -- record_iternext over the current
                 records, unpickle the state, add a key, re-pickle, store; one commit
-  dsustore      Patch.add_field over the same records (one atomic commit)
+  filestorage   Patch.add_field on a local copy of the built FileStorage, measured
+                right before the next line: the reference
+  dsustore      Patch.add_field over the same records on the storage (one atomic commit)
 
-and prints objects per second, the ratio dsustore/raw-rewrite, peak RSS, and where
-the time goes: for the raw rewrite the seconds spent waiting for records (scan),
-re-pickling (transform), handing records to the storage (store) and committing
-(vote + finish); for dsustore the pass (scan, migrate, savepoint) and the commit;
-on ZEO the number of server round trips each made.
+and prints objects per second, the ratios dsustore/raw-rewrite and dsustore on the
+storage / dsustore on FileStorage (throughput), peak RSS and its ratio to the raw
+rewrite's, and where the time goes: for the raw rewrite the seconds spent waiting
+for records (scan), re-pickling (transform), handing records to the storage (store)
+and committing (vote + finish); for dsustore the pass (scan, migrate, savepoint)
+and the commit; on ZEO the number of server calls each waited for (the requests of
+a bulk read are in flight together and not counted). A summary at the end repeats
+the ratios. Absolute numbers vary between machines and runs (other processes on
+the machine weigh on both sides of a ratio, not always equally): compare ratios,
+measured in one run, and run it twice when in doubt.
 """
 
 from __future__ import annotations
@@ -148,11 +157,22 @@ def child(uri: str, what: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_zeo(n: int, folder: Path) -> dict[str, dict]:
-    built = folder / "built.fs"
-    build(built, n)
+def bench_filestorage(built: Path) -> dict:
+    """dsustore on a copy of the built FileStorage: the reference for the ratios."""
+    copy = built.with_name("filestorage.fs")
+    shutil.copy(built, copy)
+    try:
+        return child(str(copy), "dsustore_add_field")
+    finally:
+        for suffix in ("", ".index", ".lock", ".tmp"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+
+
+def bench_zeo(built: Path, folder: Path) -> dict[str, dict]:
     results = {}
     for what in ("raw_rewrite", "dsustore_add_field"):
+        if what == "dsustore_add_field":  # the reference, measured right before
+            results["filestorage"] = bench_filestorage(built)
         server = CopiedZEOServer(built, base_dir=folder)
         try:
             server.start()
@@ -162,7 +182,8 @@ def bench_zeo(n: int, folder: Path) -> dict[str, dict]:
     return results
 
 
-def bench_relstorage(n: int, pg: PostgresServer, keep_history: bool) -> dict[str, dict]:
+def bench_relstorage(n: int, pg: PostgresServer, keep_history: bool,
+                     built_fs: Path) -> dict[str, dict]:
     import transaction
     import ZODB
     from benchitems import Item
@@ -191,40 +212,57 @@ def bench_relstorage(n: int, pg: PostgresServer, keep_history: bool) -> dict[str
     assert isinstance(db, ZODB.DB)
     results = {}
     for what in ("raw_rewrite", "dsustore_add_field"):
+        if what == "dsustore_add_field":  # the reference, measured right before
+            results["filestorage"] = bench_filestorage(built_fs)
         copy = f"{what}_{mode}"
         pg.query(f'CREATE DATABASE "{copy}" TEMPLATE "{built}"')
         results[what] = child(uri(copy), what)
     return results
 
 
+def rate(result: dict) -> float:
+    return result["count"] / result["seconds"]
+
+
 def report(kind: str, results: dict[str, dict]) -> None:
     print(f"  {kind}")
     for what, r in results.items():
-        rate = r["count"] / r["seconds"]
         parts = ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v:,}"
-                          for k, v in r["parts"].items() if not (k == "round_trips" and not v))
-        print(f"    {what:20s} {r['count']:>9,} objects {r['seconds']:7.2f}s {rate:>9,.0f} obj/s "
-              f"peak RSS {r['rss_mib']:6.1f} MiB  [{parts}]")
-    raw, dsu = results["raw_rewrite"], results["dsustore_add_field"]
-    ratio = (dsu["count"] / dsu["seconds"]) / (raw["count"] / raw["seconds"])
-    print(f"    migrate ratio dsustore / raw-rewrite = {ratio:.2f}   "
-          f"memory ratio = {dsu['rss_mib'] / raw['rss_mib']:.2f}")
+                          for k, v in r.get("parts", {}).items()
+                          if not (k == "round_trips" and not v))
+        print(f"    {what:20s} {r['count']:>9,} objects {r['seconds']:7.2f}s {rate(r):>9,.0f} obj/s "
+              f"peak RSS {r['rss_mib']:6.1f} MiB" + (f"  [{parts}]" if parts else ""))
+    raw, dsu, fs = results["raw_rewrite"], results["dsustore_add_field"], results["filestorage"]
+    print(f"    migrate ratio dsustore / raw-rewrite = {rate(dsu) / rate(raw):.2f}   "
+          f"memory ratio = {dsu['rss_mib'] / raw['rss_mib']:.2f}   "
+          f"throughput ratio {kind.split()[0]} / filestorage = {rate(dsu) / rate(fs):.2f}")
 
 
 def run(n: int, kinds: list[str]) -> None:
-    print(f"\nN = {n:,} objects")
+    print(f"\nN = {n:,} objects (filestorage: dsustore on a local copy of the same data,"
+          " measured right before dsustore on the storage)")
+    summary: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="dsustore-bench-") as tmp:
         folder = Path(tmp)
+        built = folder / "built.fs"
+        build(built, n)
         if "zeo" in kinds:
-            report("zeo (ZEO server over FileStorage, loopback)", bench_zeo(n, folder))
+            summary["zeo"] = bench_zeo(built, folder)
+            report("zeo (ZEO server over FileStorage, loopback)", summary["zeo"])
         rel = [k for k in kinds if k.startswith("relstorage")]
         if rel:
             with PostgresServer() as pg:
                 for kind in rel:
                     keep = kind == "relstorage-hp"
                     label = "history-preserving" if keep else "history-free"
-                    report(f"{kind} (RelStorage {label}, PostgreSQL on loopback)",
-                           bench_relstorage(n, pg, keep))
+                    summary[kind] = bench_relstorage(n, pg, keep, built)
+                    report(f"{kind} (RelStorage {label}, PostgreSQL on loopback)", summary[kind])
+    print("\n  dsustore's Patch.add_field on each storage, against FileStorage's:")
+    for kind, results in summary.items():
+        dsu, raw, fs = results["dsustore_add_field"], results["raw_rewrite"], results["filestorage"]
+        print(f"    {kind:15s} throughput {rate(dsu) / rate(fs):.2f} x filestorage   "
+              f"peak RSS {dsu['rss_mib'] / raw['rss_mib']:.2f} x its raw rewrite, "
+              f"{dsu['rss_mib'] / fs['rss_mib']:.2f} x filestorage's")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""An update too big for PostgreSQL's lock table is refused up front, not failed at commit.
+"""An update too big for PostgreSQL's lock table is refused up front, not failed at commit;
+one that fits is not refused.
 
-RelStorage locks each modified object at commit; at PostgreSQL's default
-``max_locks_per_transaction`` (64) a commit of 13,000 modified objects fails
-with "out of shared memory" (12,000 still fit). These tests run a server left at
-that default next to the session's server, which is configured for 15,000.
+RelStorage locks each modified object at commit. At PostgreSQL's default
+``max_locks_per_transaction`` (64) the table is sized for 64 x 122 server processes
+= 7,808 locks and grows into free shared memory: one session takes about 12,800
+advisory locks, a commit of 12,000 modified objects fits and one of 13,000 fails
+with "out of shared memory". These tests run a server left at that default next to
+the session's server, which is configured for 15,000.
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ def default_pg() -> Iterator[PostgresServer]:
         server.stop()
 
 
-def notes_db(server: PostgresServer, *, keep_history: bool):
-    """A fresh RelStorage database holding NOTES notes and one holder of them."""
+def notes_db(server: PostgresServer, *, keep_history: bool, notes: int = NOTES):
+    """A fresh RelStorage database holding ``notes`` notes and one holder of them."""
     db = open_relstorage_db(server.create_database(), keep_history=keep_history)
     with db.transaction() as conn:
-        notes = conn.root()["notes"] = IOBTree()
-        for i in range(NOTES):
-            notes[i] = shopmodels.Note(f"n{i}")
+        tree = conn.root()["notes"] = IOBTree()
+        for i in range(notes):
+            tree[i] = shopmodels.Note(f"n{i}")
         conn.root()["holder"] = shopmodels.Moved(0)
     return db
 
@@ -54,11 +57,30 @@ def test_an_update_of_15000_objects_is_refused_before_its_pass_on_a_default_serv
             with Patch(db, progress=progress.append) as patch:
                 patch.add_field(shopmodels.Note, "tag", "")
         error = refused.value
-        assert error.objects == NOTES and error.capacity == 64 * 100
+        assert error.objects == NOTES and error.capacity == lock_capacity(db).slots == 64 * 122
         assert error.current == 64 and error.needed == 192
         assert "set max_locks_per_transaction = 192" in str(error)
         assert progress == []  # refused before the pass read a single record
         state.check()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("keep_history", [True, False], ids=["hp", "hf"])
+def test_an_update_of_10000_objects_fits_a_default_server_and_commits(default_pg, keep_history):
+    """10,000 objects are more than the lock table is sized for (64 x 122 server processes),
+    and fewer than it holds once grown into the server's free shared memory: the check
+    tries, they fit, and the update commits."""
+    db = notes_db(default_pg, keep_history=keep_history, notes=10_000)
+    try:
+        capacity = lock_capacity(db)
+        assert capacity.max_locks_per_transaction == 64 and capacity.max_connections == 100
+        assert capacity.slots == 64 * 122 < 10_000
+        with Patch(db) as patch:
+            patch.add_field(shopmodels.Note, "tag", "t")
+        assert patch.report.migrated == {"shopmodels.Note": 10_000}
+        with db.transaction() as conn:
+            assert all(note.tag == "t" for note in conn.root()["notes"].values())
     finally:
         db.close()
 
@@ -103,7 +125,7 @@ def test_lock_capacity_is_read_from_postgresql_and_absent_elsewhere(db, backend)
     capacity = lock_capacity(db)
     if backend.is_relstorage:
         assert capacity.max_locks_per_transaction == 2048
-        assert capacity.slots == 2048 * (capacity.max_connections
+        assert capacity.slots == 2048 * (capacity.max_connections + capacity.other_processes
                                          + capacity.max_prepared_transactions)
     else:
         assert capacity is None

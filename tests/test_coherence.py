@@ -322,6 +322,64 @@ def test_a_large_commit_makes_other_connections_drop_their_caches(shop_db, monke
     app.close()
 
 
+def test_the_commit_does_not_copy_the_savepoint_index(shop_db, monkeypatch):
+    """ZODB's commit takes a savepoint first, which copies the savepoint index -- an entry
+    per record the update wrote -- and throws the copy away; a patch's commit does not."""
+    from ZODB.Connection import Connection
+
+    copied: list[int] = []
+    savepoint = Connection.savepoint
+
+    def spy(self):
+        if self._savepoint_storage is not None:
+            copied.append(len(self._savepoint_storage.index))
+        return savepoint(self)
+
+    monkeypatch.setattr(Connection, "savepoint", spy)
+    with Patch(shop_db) as patch:
+        patch.add_field(User, "email", "x@example.org")
+    assert patch.report.records_rewritten == 5
+    assert copied == [0]  # the savepoint the patch starts from, empty
+    with shop_db.transaction() as conn:
+        assert conn.root()["users"]["user1"].email == "x@example.org"
+
+
+@pytest.mark.parametrize("storage_kind", ["zeo"])
+def test_on_zeo_a_large_commit_sends_its_records_in_batches(backend, monkeypatch):
+    """A large commit over ZEO hands its records to the client's I/O thread a batch at a
+    time, waiting for the server to take the batches sent before; every record arrives,
+    the client's own cache forgets the states it had, and other clients see the new ones."""
+    import dsustore.storage.savepoints
+    import dsustore.storage.zeo as zeo
+
+    monkeypatch.setattr(dsustore.storage.savepoints, "FULL_INVALIDATION_AT", 1)
+    monkeypatch.setattr(zeo, "STORE_BATCH", 3)
+    monkeypatch.setattr(zeo, "STORE_AHEAD", 1)
+    db = backend.open()
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root(), users=40)
+    tm = transaction.TransactionManager()
+    app = db.open(transaction_manager=tm)
+    assert all(user.password for user in app.root()["users"].values())  # cached, old state
+    tm.abort()
+    batches: list[int] = []
+    send = db.storage._async_iter
+    monkeypatch.setattr(db.storage, "_async_iter",
+                        lambda messages: batches.append(len(messages)) or send(messages))
+
+    with Patch(db) as patch:
+        patch.add_field(User, "email", "x@example.org")
+
+    assert sum(batches) == patch.report.records_rewritten == 40  # every user, in batches
+    assert max(batches) == 3
+    tm.begin()
+    assert {user.email for user in app.root()["users"].values()} == {"x@example.org"}
+    tm.abort()
+    app.close()
+    with backend.open().transaction() as conn:
+        assert {user.email for user in conn.root()["users"].values()} == {"x@example.org"}
+
+
 def test_on_zeo_the_catch_up_learns_what_changed_from_invalidations(shop_db, storage_kind,
                                                                      monkeypatch):
     """A ZEO client hears of every commit: the catch-up uses that instead of reading the

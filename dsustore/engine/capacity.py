@@ -2,19 +2,24 @@
 
 RelStorage on PostgreSQL locks every object a transaction modifies with one
 advisory lock (and every object it read with ``readCurrent`` with a shared one),
-all taken at commit and all held in the server's shared lock table. That table
-holds ``max_locks_per_transaction * (max_connections + max_prepared_transactions)``
-locks for all sessions together -- what PostgreSQL guarantees; in practice a little
-more fits (at the default 64 x 100, 12,000 objects commit and 13,000 fail). Past
-that the commit fails with "out of shared memory", after the whole pass has run.
+all taken at commit and all held in the server's shared lock table. PostgreSQL
+sizes that table at start for ``max_locks_per_transaction`` locks per server
+process (``max_connections``, and the autovacuum, background-worker and WAL-sender
+processes) and prepared transaction, for all sessions together; when it is full it
+grows into the server's free shared memory, as far as what else uses that memory
+allows. Past that the commit fails with "out of shared memory", after the whole
+pass has run. (At PostgreSQL 15's defaults the table is sized for 64 x 122 = 7,808
+locks, and one session takes about 12,800.)
 
 So a patch on such a storage compares, before the pass, the fewest objects the
 update will write (the stored instances of the classes its per-instance operations
 name, counted by the storage adapter) and, right before committing, the objects it
-actually wrote, with that capacity, and refuses with :class:`CapacityError` naming
-the setting and the value to set. Splitting the update into several transactions
-would break its atomicity, so it does not. Storages without such a limit have no
-lock capacity: the check returns at once.
+actually wrote, with that capacity: more than the table is sized for are tried
+(the adapter takes that many locks in a transaction it rolls back), and refused
+with :class:`CapacityError` naming the setting and the value to set if they do not
+fit. Splitting the update into several transactions would break its atomicity, so
+it does not. Storages without such a limit have no lock capacity: the check returns
+at once.
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ HEADROOM = 1.25
 
 
 def needed_setting(capacity: LockCapacity, objects: int) -> int:
-    """The ``max_locks_per_transaction`` that holds ``objects`` locks with headroom."""
-    sessions = capacity.max_connections + capacity.max_prepared_transactions
-    per_slot = math.ceil(objects * HEADROOM / sessions)
+    """The ``max_locks_per_transaction`` whose table alone holds ``objects`` locks with
+    headroom (without counting on the free shared memory it may grow into)."""
+    per_slot = math.ceil(objects * HEADROOM / capacity.sessions)
     return max(64, math.ceil(per_slot / 64) * 64)
 
 
@@ -63,15 +68,17 @@ def check_lock_capacity(db: Any, *, operations: Iterable[Any] | None = None,
         classes = _written_classes(operations or ())
         objects = adapter.count_instances(key_of(name) for name in classes) if classes else 0
         when = "it writes at least"
-    if objects <= capacity.slots:
+    if objects <= capacity.slots or adapter.locks_fit(objects):
         return
     needed = needed_setting(capacity, objects)
     raise CapacityError(
         f"this update cannot commit in one transaction on this PostgreSQL server: {when} "
         f"{objects:,} objects, and RelStorage takes one lock per object while the server's "
-        f"lock table holds {capacity.slots:,} ({SETTING} {capacity.max_locks_per_transaction} "
-        f"x (max_connections {capacity.max_connections} + max_prepared_transactions "
-        f"{capacity.max_prepared_transactions})); set {SETTING} = {needed} in postgresql.conf "
+        f"lock table is sized for {capacity.slots:,} ({SETTING} "
+        f"{capacity.max_locks_per_transaction} x (max_connections {capacity.max_connections} "
+        f"+ {capacity.other_processes} other server processes + max_prepared_transactions "
+        f"{capacity.max_prepared_transactions})) and the free shared memory it grows into "
+        f"does not hold {objects:,} locks now; set {SETTING} = {needed} in postgresql.conf "
         "and restart the server, then run the update again. Nothing was written.",
         objects=objects, capacity=capacity.slots, setting=SETTING,
         current=capacity.max_locks_per_transaction, needed=needed)

@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ZODB.interfaces import IStorageIteration
+from ZODB.POSException import POSKeyError
 from ZODB.utils import p64, u64, z64
 
 from .connections import instance_of
 
 #: one current record: (oid, tid, data)
 Record = tuple[bytes, bytes, bytes]
+#: one object as loaded by :meth:`StorageAdapter.load_many`: (oid, data, tid), or
+#: (oid, None, None) where it has no state
+Loaded = tuple[bytes, bytes | None, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,20 @@ class LockCapacity:
     max_locks_per_transaction: int
     max_connections: int
     max_prepared_transactions: int
+    #: server processes besides the connections the table has room for (autovacuum,
+    #: background workers, WAL senders)
+    other_processes: int = 0
+
+    @property
+    def sessions(self) -> int:
+        """The processes and prepared transactions the table is sized for."""
+        return self.max_connections + self.other_processes + self.max_prepared_transactions
 
     @property
     def slots(self) -> int:
-        """How many locks the table is guaranteed to hold (for all sessions)."""
-        return self.max_locks_per_transaction * (self.max_connections
-                                                 + self.max_prepared_transactions)
+        """How many locks the table is sized for (for all sessions); when full it may
+        grow into the server's free memory (:meth:`StorageAdapter.locks_fit`)."""
+        return self.max_locks_per_transaction * self.sessions
 
 
 class StorageAdapter:
@@ -83,6 +95,11 @@ class StorageAdapter:
     def lock_capacity(self) -> LockCapacity | None:
         """The server's lock table, where a commit takes one lock per object (else None)."""
         return None
+
+    def locks_fit(self, count: int) -> bool:
+        """Whether the server's lock table takes ``count`` more locks now (where
+        :meth:`lock_capacity` applies)."""
+        return True
 
     def count_instances(self, class_keys: Iterable[bytes]) -> int:
         """How many current records have one of the class keys (where lock_capacity applies)."""
@@ -141,6 +158,12 @@ class StorageAdapter:
     def prefetch(self, oids: list[bytes]) -> None:
         """Ask for ``oids`` ahead of loading them one by one (where loads are round trips)."""
 
+    def streaming_store(self) -> Any:
+        """What stores the records of a large commit in bulk, where storing each on its own
+        costs a message (``store`` and ``flush(transaction)`` once all are stored); None
+        where the storage's own ``store`` is the way."""
+        return None
+
     # -- reading ------------------------------------------------------------------
 
     def current_records(self, *, at: bytes | None = None, view: Any = None) -> Iterator[Record]:
@@ -164,6 +187,27 @@ class StorageAdapter:
             found = self.storage.loadBefore(oid, before)
             if found is not None and found[0] is not None:
                 yield oid, found[1], found[0]
+
+    def load_many(self, oids: Iterable[bytes], *, before: bytes | None = None,
+                  loader: Any = None) -> Iterator[Loaded]:
+        """(oid, data, tid) of each of ``oids``, in order: its state before transaction
+        ``before``, or its current one; ``(oid, None, None)`` where it has none then (not
+        created yet, deleted, packed away). ``loader`` is what loads (:meth:`loader`).
+
+        Where every load is a round trip, adapters load many at once; here they are
+        loaded one by one.
+        """
+        storage = loader if loader is not None else self.storage
+        for oid in oids:
+            try:
+                if before is None:
+                    data, tid = storage.load(oid)
+                else:
+                    found = storage.loadBefore(oid, before)
+                    data, tid = (found[0], found[1]) if found is not None else (None, None)
+            except POSKeyError:
+                data = tid = None
+            yield (oid, data, tid) if data else (oid, None, None)
 
     def oid_index(self) -> Container[bytes] | None:
         """A container answering "does this oid exist" without reading records, if kept anyway."""
@@ -197,24 +241,52 @@ def iternext_records(storage: Any, at: bytes, *, history: bool) -> Iterator[Reco
     """Walk ``record_iternext``; a record written after ``at`` is replaced by its older state.
 
     A history-free storage has no older state to give (``history`` False); such a
-    record is yielded as it is now.
+    record is yielded as it is now. A deleted object makes FileStorage's
+    ``record_iternext`` raise ``POSKeyError`` for the cursor naming it (its cursor is
+    the next oid): the walk yields the object's state as of ``at``, if it had one,
+    and goes on from the oid after it.
     """
     before = _after(at)
     if at == z64:  # nothing committed: an empty storage (ZEO reports that as an error)
         return
-    cursor = None
+    cursor: Any = None
+    after_deleted = False
     while True:
         try:
             oid, tid, data, cursor = storage.record_iternext(cursor)
+        except POSKeyError:
+            if not (isinstance(cursor, bytes) and len(cursor) == 8):
+                return  # an empty storage
+            oid, cursor, after_deleted = cursor, p64(u64(cursor) + 1), True
+            found = _state_before(storage, oid, before) if history else None
+            if found is not None:
+                yield oid, found[1], found[0]
+            continue
         except (KeyError, IndexError, StopIteration):  # empty storage
             return
+        except ValueError:
+            if after_deleted:  # no oid after the deleted one
+                return
+            raise
+        after_deleted = False
         if history and u64(tid) > u64(at):
-            found = storage.loadBefore(oid, before)
-            if found is None or found[0] is None:
+            found = _state_before(storage, oid, before)
+            if found is None:
                 data = None
             else:
-                data, tid = found[0], found[1]
-        if data is not None:
+                data, tid = found
+        if data:
             yield oid, tid, data
         if cursor is None:
             return
+
+
+def _state_before(storage: Any, oid: bytes, before: bytes) -> tuple[bytes, bytes] | None:
+    """(data, tid) of the state ``oid`` had before transaction ``before``; None if none."""
+    try:
+        found = storage.loadBefore(oid, before)
+    except POSKeyError:
+        return None
+    if found is None or not found[0]:
+        return None
+    return found[0], found[1]

@@ -19,7 +19,7 @@ from ZODB.FileStorage import FileStorage
 from ZODB.fsIndex import fsIndex
 from ZODB.utils import u64, z64
 
-from .adapter import Record, StorageAdapter, _after
+from .adapter import Record, StorageAdapter, _after, _state_before
 
 _TXN_HEADER = struct.Struct(">8sQcHHH")  # tid, length, status, user/description/extension lengths
 _DATA_HEADER = struct.Struct(">8s8sQQHQ")  # oid, tid, previous, txn position, version length, length
@@ -70,8 +70,8 @@ class FileStorageAdapter(StorageAdapter):
                 moved.append(oid)  # rewritten after ``at``, or its data is elsewhere (undo, copy)
         before = _after(at)
         for oid in sorted(set(moved)):
-            found = fs.loadBefore(oid, before)
-            if found is not None and found[0] is not None:
+            found = _state_before(fs, oid, before)  # None for an object deleted by then
+            if found is not None:
                 yield oid, found[1], found[0]
 
     def changed_since(self, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:

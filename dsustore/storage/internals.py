@@ -74,6 +74,17 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("filestorage", "_pos", "the end of the committed data"),
     Internal("filestorage", "_ltid", "the last committed transaction"),
     Internal("fsindex", "_data", "look up index buckets once per run of oids"),
+    # ZEO.ClientStorage and its I/O thread (ZEO.asyncio.client)
+    Internal("zeo_client", "_call", "server calls a scan, a change list and a streamed commit wait for"),
+    Internal("zeo_client", "_server", "the client's I/O thread, where bulk reads are sent"),
+    Internal("zeo_client", "_async_iter", "send a batch of a large commit's records at once"),
+    Internal("zeo_client", "_check_trans", "the transaction buffer of a streamed commit"),
+    Internal("zeo_runner", "loop", "run a batch of requests in the I/O thread"),
+    Internal("zeo_runner", "client", "the connection state the I/O thread keeps"),
+    Internal("zeo_io", "protocol", "send requests without waiting for each answer"),
+    Internal("zeo_io", "operational", "refuse a bulk read while disconnected"),
+    Internal("zeo_protocol", "call_sync", "send one request, its answer a future"),
+    Internal("zeo_buffer", "store", "the oids a streamed commit invalidates in the cache"),
     # RelStorage
     Internal("relstorage", "_options", "whether the database keeps history"),
     Internal("relstorage", "_adapter", "PostgreSQL: one-query change lists, lock capacity"),

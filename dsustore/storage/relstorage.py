@@ -106,12 +106,37 @@ class RelStorageAdapter(StorageAdapter):
         return [p64(zoid) for (zoid,) in cursor.fetchall()]
 
     def lock_capacity(self) -> LockCapacity | None:
-        """PostgreSQL's lock table: ``max_locks_per_transaction`` x (``max_connections`` +
-        ``max_prepared_transactions``); RelStorage locks every object a commit modifies."""
+        """PostgreSQL's lock table (see :func:`_settings`); RelStorage locks every object a
+        commit modifies in it."""
         adapter = self._postgresql
         if adapter is None:
             return None
         return adapter.connmanager.open_and_call(lambda _conn, cursor: _settings(cursor))
+
+    def locks_fit(self, count: int) -> bool:
+        """When full, PostgreSQL's lock table grows into the server's free shared memory
+        (at the defaults one session takes about 12,800 locks in a table sized for 7,808),
+        by how much depends on what else uses that memory: so take ``count`` shared
+        advisory locks, in a key space nothing else uses, in a transaction rolled back at
+        once, and see whether they fit."""
+        adapter = self._postgresql
+        if adapter is None:
+            return True
+
+        def probe(conn: Any, cursor: Any) -> None:
+            cursor.execute("SELECT count(*) FROM generate_series(1, %s) AS key "
+                           "WHERE pg_try_advisory_xact_lock_shared(%s, key)",
+                           (count, _PROBE_KEY))
+            cursor.fetchone()
+            conn.rollback()
+
+        try:
+            adapter.connmanager.open_and_call(probe)
+        except Exception as err:
+            if _out_of_shared_memory(err):
+                return False
+            raise
+        return True
 
     def count(self) -> int | None:
         """Exactly, in one SQL count on PostgreSQL (None elsewhere): RelStorage's own
@@ -175,7 +200,28 @@ class HistoryFreeRelStorage(RelStorageAdapter):
 
 
 def _settings(cursor: Any) -> LockCapacity:
-    cursor.execute("SELECT current_setting('max_locks_per_transaction')::int, "
-                   "current_setting('max_connections')::int, "
-                   "current_setting('max_prepared_transactions')::int")
-    return LockCapacity(*cursor.fetchone())
+    """The lock table PostgreSQL sizes at start: ``max_locks_per_transaction`` x (its
+    server processes -- ``max_connections``, autovacuum workers and launcher, background
+    workers, WAL senders from PostgreSQL 12 on -- + ``max_prepared_transactions``)."""
+    cursor.execute(
+        "SELECT current_setting('max_locks_per_transaction')::int, "
+        "current_setting('max_connections')::int, "
+        "current_setting('max_prepared_transactions')::int, "
+        "current_setting('server_version_num')::int, "
+        "coalesce(current_setting('autovacuum_worker_slots', true), "
+        "         current_setting('autovacuum_max_workers', true), '0')::int, "
+        "coalesce(current_setting('max_worker_processes', true), '0')::int, "
+        "coalesce(current_setting('max_wal_senders', true), '0')::int")
+    locks, connections, prepared, version, autovacuum, workers, wal_senders = cursor.fetchone()
+    others = autovacuum + 1 + workers + (wal_senders if version >= 120000 else 0)
+    return LockCapacity(locks, connections, prepared, others)
+
+
+#: the advisory lock keys a probe of the lock table takes: the two-key form, which
+#: RelStorage's object locks (one bigint key, the oid) never use
+_PROBE_KEY = 0x64737573
+
+
+def _out_of_shared_memory(err: BaseException) -> bool:
+    return (getattr(err, "pgcode", None) == "53200"
+            or "out of shared memory" in str(err).lower())

@@ -14,12 +14,15 @@ ZODB's own path.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ZODB.Connection import Connection, TmpStore
 from ZODB.mvccadapter import MVCCAdapterInstance
+from ZODB.POSException import ConflictError
 from ZODB.utils import p64, u64
+
+from . import adapter_for
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
 _HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
@@ -154,7 +157,7 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
         conn._savepoint_storage = None
         try:
             conn._creating.update(src.creating)
-            store_record = _record_store(conn._storage, len(src.index))
+            store_record, stored = _record_store(conn._storage, len(src.index))
             cache = conn._cache
             modified = conn._modified
             read_current = conn._readCurrent
@@ -163,25 +166,49 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
                     modified.append(oid)
                 store_record(oid, serial, data, "", transaction)
                 read_current.pop(oid, None)
+            stored(transaction)
         finally:
             src.close()
 
+    def commit(transaction: Any) -> None:
+        """``Connection.commit`` without the savepoint it takes first, which copies the
+        savepoint index -- one entry per record the update wrote -- to throw it away."""
+        if not isinstance(conn._savepoint_storage, AppendingTmpStore):
+            return Connection.commit(conn, transaction)
+        transaction = transaction.data(conn)
+        conn._creating.clear()  # what the savepoint does, but the copy
+        conn._commit(None)
+        conn._storage.creating.update(conn._creating)
+        conn._creating.clear()
+        conn._registered_objects = []
+        conn._commit_savepoint(transaction)
+        for oid, serial in conn._readCurrent.items():
+            try:
+                conn._storage.checkCurrentSerialInTransaction(oid, serial, transaction)
+            except ConflictError:
+                conn._cache.invalidate(oid)
+                raise
+
     conn._commit_savepoint = commit_savepoint
+    conn.commit = commit
     return store
 
 
-def _record_store(instance: Any, count: int) -> Any:
-    """Where a large commit stores its records, so that memory does not grow per record twice.
+def _record_store(instance: Any, count: int) -> tuple[Callable[..., Any], Callable[[Any], None]]:
+    """Where a large commit stores its records, so that memory does not grow per record twice;
+    and what to call once every record is stored (before the vote).
 
     ZODB's MVCC adapter keeps the oid of every stored record, to invalidate it in
     the process's other connections when the transaction finishes. For a large
     update that is a second per-record index next to the storage's own; here the
     records go to the storage underneath, and at the finish the other connections
     are told to drop their whole cache, which is what ZODB does when it cannot say
-    what changed (a ZEO reconnect). Smaller commits keep the precise path.
+    what changed (a ZEO reconnect). Smaller commits keep the precise path. A storage
+    whose adapter streams a large commit in bulk (ZEO: one message a record
+    otherwise) gets its records that way.
     """
     if count < FULL_INVALIDATION_AT or not isinstance(instance, MVCCAdapterInstance):
-        return instance.store
+        return instance.store, _stored
     finish = instance.tpc_finish
 
     def tpc_finish(transaction: Any, func: Any = lambda tid: None) -> Any:
@@ -197,10 +224,19 @@ def _record_store(instance: Any, count: int) -> Any:
         return finish(transaction, invalidate_all)
 
     instance.tpc_finish = tpc_finish
-    return instance._storage.store
+    storage = instance._storage
+    streaming = adapter_for(storage).streaming_store()
+    if streaming is not None:
+        return streaming.store, streaming.flush
+    return storage.store, _stored
+
+
+def _stored(transaction: Any) -> None:
+    """Nothing to do once every record is stored."""
 
 
 def release(conn: Connection) -> None:
     """Give a pooled connection back its ordinary savepoint commit."""
     conn.__dict__.pop("_commit_savepoint", None)
+    conn.__dict__.pop("commit", None)
     getattr(conn._normal_storage, "__dict__", {}).pop("tpc_finish", None)  # if it never finished
