@@ -56,7 +56,15 @@ from .errors import (
     ValidationFailure,
 )
 from .live import CommitGate, LiveUpdater, LiveUpdateResult, StaleCodeGuard, guard_stale_code, known_revisions
-from .operations import FieldPolicy, MigrationPolicy, Validation, policies, validations
+from .operations import (
+    FieldPolicy,
+    MigrationPolicy,
+    Validation,
+    draft_downgrade,
+    policies,
+    render,
+    validations,
+)
 from .recovery import (
     PackReport,
     RestoreReport,
@@ -69,16 +77,15 @@ from .recovery import (
     snapshots,
 )
 from .runtime import (
-    Drift,
     MigrationLock,
     MigrationResult,
     UpgradeResult,
     break_lock,
     current,
     downgrade,
-    draft_operations,
     edited_scripts,
     ensure_current,
+    import_failures,
     lock_status,
     migration_lock,
     pending,
@@ -102,19 +109,20 @@ __all__ = [
     "policies",
     "validations",
     # migration scripts
-    "Drift",
     "MigrationLock",
     "MigrationResult",
     "UpgradeResult",
     "break_lock",
     "current",
     "downgrade",
-    "draft_operations",
+    "draft_downgrade",
     "edited_scripts",
     "ensure_current",
+    "import_failures",
     "lock_status",
     "migration_lock",
     "pending",
+    "render",
     "schema_drift",
     "stamp",
     "upgrade",
