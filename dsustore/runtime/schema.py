@@ -15,6 +15,11 @@ confirm), a class moved (gone from one module while a class of the same name and
 fields is in another), a superclass changed. Each drafted operation's ``note`` says
 what to check; :mod:`dsustore.operations.render` writes them as Python.
 
+Where a database has no record yet, :func:`record_observed_schema` can start it from
+the data itself: the fields its stored instances have, read without their classes
+(the testing helpers do so, so that the migrations' tests start from the shape the
+oldest release stored, not from the code under test).
+
 A stored class whose module fails to import is not drift: the class may be there,
 out of reach (the project folder not on ``sys.path``, a broken dependency). It is
 reported by :func:`import_failures` with the import's error, and never drafted as a
@@ -27,6 +32,7 @@ import importlib
 import inspect
 import pkgutil
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,6 +42,8 @@ import persistent
 from ..engine.bookkeeping import bookkeeping
 from ..mop import read_class_definition
 from ..mop.classes import ImportProblem, import_problem, is_infrastructure, resolve
+from ..mop.records import class_name_of
+from ..mop.stored import decode_state, state_fields
 from ..operations.ops import (
     AddField,
     ChangeSuperclass,
@@ -46,7 +54,9 @@ from ..operations.ops import (
     RenameField,
 )
 from ..operations.render import render_value
-from ..storage.connections import reading
+from ..storage import adapter_for
+from ..storage.connections import private_connection, reading
+from ..storage.transactions import mark
 
 #: asked about each guess (a renamed field, a moved class) when drafting interactively
 Confirm = Callable[[Operation], bool]
@@ -124,6 +134,48 @@ def _recorded(bk: Any) -> dict[str, ClassShape]:
         found[name] = ClassShape(tuple(fields), tuple(bases) if bases is not None else None,
                                  dict(extra.get("types") or {}))
     return found
+
+
+def observed_shapes(db: Any, *, samples: int | None = None) -> dict[str, ClassShape]:
+    """The fields the stored instances of each application class have, read from the records.
+
+    Every record is scanned; at most ``samples`` instances per class are decoded
+    (all of them by default), their fields joined in the order first seen. Nothing
+    of the application is imported. Bases and types cannot be read from the data
+    and are left unknown.
+    """
+    fields: dict[str, dict[str, None]] = {}
+    decoded: Counter[str] = Counter()
+    for _oid, _tid, data in adapter_for(db).current_records():
+        name = class_name_of(data)
+        if is_infrastructure(name) or (samples is not None and decoded[name] >= samples):
+            continue
+        state = state_fields(decode_state(data))
+        if state is None:
+            continue
+        decoded[name] += 1
+        fields.setdefault(name, {}).update(dict.fromkeys(f for f in state if not f.startswith("_")))
+    return {name: ClassShape(tuple(found)) for name, found in sorted(fields.items())}
+
+
+def record_observed_schema(db: Any) -> dict[str, list[str]]:
+    """Record, for each stored class the schema has no entry for, the fields its instances have
+    (:func:`observed_shapes`), in a transaction of its own; the schema as it is then."""
+    observed = observed_shapes(db)
+    with private_connection(db) as (conn, tm):
+        bk = bookkeeping(conn.root(), create=True)
+        missing = {name: shape for name, shape in observed.items() if name not in bk.schema}
+        if missing:
+            shapes = dict(bk.shapes or {})
+            schema = dict(bk.schema)
+            for name, shape in missing.items():
+                schema[name] = list(shape.fields)
+                shapes[name] = {"bases": None, "types": {}}
+            bk.schema, bk.shapes = dict(sorted(schema.items())), shapes
+            mark(tm.get(), "dsustore record the schema of the stored data",
+                 observed=sorted(missing))
+            tm.commit()
+        return {name: list(fields) for name, fields in bk.schema.items()}
 
 
 def record_schema(root: Any, classes: Iterable[str],
@@ -438,7 +490,9 @@ __all__ = [
     "code_schema",
     "code_shape",
     "import_failures",
+    "observed_shapes",
     "operation_class",
+    "record_observed_schema",
     "record_schema",
     "schema_drift",
     "stored_schema",
