@@ -9,7 +9,8 @@ undo an update; :class:`LiveUpdater` applies one inside a running process.
 The package is layered, bottom to top: ``storage`` (one adapter per storage) ←
 ``mop`` (the paper's meta-object protocol) ← ``operations`` (operations, policies,
 validations) ← ``engine`` (the patch) ← ``recovery`` (snapshots) ← ``runtime`` (scripts,
-revisions, runner, lock) ← ``live`` ← ``commands`` ← ``cli``.
+revisions, runner, lock) ← ``live`` ← ``commands`` ← ``cli`` and ``testing`` (helpers for
+migration tests) ← ``pytest_plugin`` (``pytest --dsustore``).
 """
 
 from __future__ import annotations

@@ -68,7 +68,14 @@ class BuiltinTests(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         for name in BUILTIN_TESTS:
-            yield pytest.Function.from_parent(self, name=name, callobj=globals()[name])
+            yield BuiltinTest.from_parent(self, name=name, callobj=globals()[name])
+
+
+class BuiltinTest(pytest.Function):
+    """One built-in test: reported by its name, where it is collected."""
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.name
 
 
 def _tests_path(config: pytest.Config) -> Path:
