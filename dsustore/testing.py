@@ -188,6 +188,10 @@ class MigrationRunner:
         """The scripts an upgrade to ``target`` would run, parents first."""
         return self.graph.upgrade_path(applied_revisions(self.db), target)
 
+    def downgrade_path(self, target: str) -> list[Script]:
+        """The scripts a downgrade to ``target`` would undo, children first."""
+        return self.graph.downgrade_path(applied_revisions(self.db), target)
+
     # -- moving ------------------------------------------------------------------
 
     def upgrade(self, target: str = "head") -> runner.UpgradeResult:

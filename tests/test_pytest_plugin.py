@@ -136,6 +136,25 @@ def test_a_forked_history_fails_test_single_head(project):
     result.stdout.fnmatch_lines(["*the migrations have 2 heads, 0002, 0003*"])
 
 
+def test_each_branch_of_a_fork_is_checked_up_and_down_where_it_can_be_undone_alone(project):
+    """Two branches on one parent: the first is checked up and down before the second is
+    applied; the second, whose downgrade to the parent would undo the first too, is named in
+    a warning."""
+    (project.path / "migrations" / "0002_a.py").write_text(script(
+        "0002", "0001", 'patch.add_field("plantshop.models.Item", "a", 1)', "pass"))
+    (project.path / "migrations" / "0003_b.py").write_text(script(
+        "0003", "0001", "pass", "pass"))
+    result = run(project, "--dsustore", "-k", "consistency")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*0002 (0002_a.py): its upgrade then its downgrade*"])
+    (project.path / "migrations" / "0002_a.py").write_text(script(
+        "0002", "0001", 'patch.add_field("plantshop.models.Item", "a", 1)',
+        'patch.remove_field("plantshop.models.Item", "a")'))
+    result = run(project, "--dsustore", "-k", "consistency")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*IrreversibleStepWarning: 0003 cannot be undone alone*"])
+
+
 def test_a_failing_migration_fails_test_upgrade(project):
     """A migration that raises on the fixture's data fails test_upgrade with its error."""
     (project.path / "migrations" / "0002_boom.py").write_text(script(

@@ -198,7 +198,7 @@ def _validation(validation: Any, todos: list[str]) -> str:
 def _instance(obj: MigrationPolicy | Validation | Any, todos: list[str]) -> str:
     """An object of the script's own class, as a call of that class."""
     cls = type(obj)
-    state = {k: v for k, v in vars(obj).items()
+    state = {k: v for k, v in getattr(obj, "__dict__", {}).items()
              if not k.startswith("_") and k not in ("flagged", "flagged_count")}
     if state:
         shown = ", ".join(f"{k}={render_value(v) or '...'}" for k, v in state.items())
