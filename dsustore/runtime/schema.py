@@ -310,8 +310,8 @@ def import_failures(db: Any) -> list[ImportProblem]:
 def schema_drift(db: Any, *, confirm: Confirm | None = None) -> list[Operation]:
     """The operations that would bring the stored schema in line with the code, class by class.
 
-    Guesses -- a renamed field, a class moved under another name's fields -- carry a
-    ``TODO check`` note. With ``confirm``, each guess is asked about instead: a
+    Guesses -- a renamed field, a class moved to another module where its fields
+    differ -- carry a ``TODO check`` note. With ``confirm``, each guess is asked about instead: a
     confirmed one is drafted without the note, a refused one as what it otherwise
     is (a field added and one removed; a class removed). Classes whose module fails
     to import are left out (see :func:`import_failures`).
