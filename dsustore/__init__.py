@@ -9,7 +9,8 @@ undo an update; :class:`LiveUpdater` applies one inside a running process.
 The package is layered, bottom to top: ``storage`` (one adapter per storage) ←
 ``mop`` (the paper's meta-object protocol) ← ``operations`` (operations, policies,
 validations) ← ``engine`` (the patch) ← ``recovery`` (snapshots) ← ``runtime`` (scripts,
-revisions, runner, lock) ← ``live`` ← ``commands`` ← ``cli``.
+revisions, runner, lock) ← ``live`` ← ``commands`` ← ``cli`` and ``testing`` (helpers for
+migration tests) ← ``pytest_plugin`` (``pytest --dsustore``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,15 @@ from .errors import (
     ValidationFailure,
 )
 from .live import CommitGate, LiveUpdater, LiveUpdateResult, StaleCodeGuard, guard_stale_code, known_revisions
-from .operations import FieldPolicy, MigrationPolicy, Validation, policies, validations
+from .operations import (
+    FieldPolicy,
+    MigrationPolicy,
+    Validation,
+    draft_downgrade,
+    policies,
+    render,
+    validations,
+)
 from .recovery import (
     PackReport,
     RestoreReport,
@@ -69,16 +78,15 @@ from .recovery import (
     snapshots,
 )
 from .runtime import (
-    Drift,
     MigrationLock,
     MigrationResult,
     UpgradeResult,
     break_lock,
     current,
     downgrade,
-    draft_operations,
     edited_scripts,
     ensure_current,
+    import_failures,
     lock_status,
     migration_lock,
     pending,
@@ -102,19 +110,20 @@ __all__ = [
     "policies",
     "validations",
     # migration scripts
-    "Drift",
     "MigrationLock",
     "MigrationResult",
     "UpgradeResult",
     "break_lock",
     "current",
     "downgrade",
-    "draft_operations",
+    "draft_downgrade",
     "edited_scripts",
     "ensure_current",
+    "import_failures",
     "lock_status",
     "migration_lock",
     "pending",
+    "render",
     "schema_drift",
     "stamp",
     "upgrade",

@@ -19,16 +19,16 @@ from . import recovery
 from .engine import Patch
 from .errors import ClassResolutionError, DSUError
 from .mop import class_counts
-from .mop.classes import import_problem
+from .mop.classes import ImportProblem, import_problem
 from .mop.records import class_name_of
-from .operations import Operation
+from .operations import Operation, draft_downgrade, render
 from .runtime import runner
 from .runtime.authoring import write_merge, write_script
 from .runtime.checking import check_recorded
 from .runtime.history import applied_revisions
 from .runtime.lock import break_lock, lock_status
 from .runtime.revisions import RevisionGraph
-from .runtime.schema import Drift, draft_operations, schema_drift
+from .runtime.schema import Confirm, import_failures, operation_class, schema_drift
 from .runtime.scripts import load_scripts
 from .storage import adapter_for
 
@@ -75,48 +75,67 @@ def init(migrations_dir: str | Path, *, db: Any = None) -> dict[str, Any]:
 
 
 def revision(migrations_dir: str | Path, message: str, *, autogenerate: bool = False,
-             db: Any = None, revision_id: str | None = None) -> dict[str, Any]:
+             db: Any = None, revision_id: str | None = None, empty: bool = False,
+             confirm: Confirm | None = None) -> dict[str, Any]:
     """Write a new migration script; ``autogenerate`` drafts it from the schema drift of ``db``.
+
+    The draft's ``upgrade`` is the drift's operations, its ``downgrade`` their
+    reverses (last first, a ``# TODO`` for what cannot be reversed). With no drift,
+    nothing is written (``written`` is false) unless ``empty`` asks for a script
+    anyway. ``confirm(operation)`` is asked about each guess (a renamed field, a
+    moved class) instead of drafting it with a ``TODO check`` note.
 
     Drafting refuses while stored classes do not import: it could not tell a class
     that is gone from one that is out of reach, and would draft removing it.
     """
-    body = "pass"
+    body, downgrade_body = "pass", "pass"
     operations: list[str] = []
+    downgrade_lines: list[str] = []
     if autogenerate:
         if db is None:
             raise DSUError("--autogenerate needs a database to compare the code with")
-        drift = schema_drift(db)
-        _refuse_import_failures(drift)
-        operations = draft_operations(drift)
-        if operations:
-            body = "\n".join(operations)
-    path = write_script(migrations_dir, message=message, revision=revision_id, body_upgrade=body)
-    return _written(migrations_dir, path, operations)
+        _refuse_import_failures(import_failures(db))
+        drift = schema_drift(db, confirm=confirm)
+        if not drift and not empty:
+            return {"written": False, "revision": None, "down_revisions": [], "path": None,
+                    "message": message, "operations": [], "downgrade": []}
+        operations = [render(op) for op in drift]
+        downgrade_lines = draft_downgrade(drift)
+        body = "\n".join(operations) or "pass"
+        downgrade_body = "\n".join(_with_a_statement(downgrade_lines))
+    path = write_script(migrations_dir, message=message, revision=revision_id, body_upgrade=body,
+                        body_downgrade=downgrade_body)
+    return _written(migrations_dir, path, operations, downgrade_lines)
+
+
+def _with_a_statement(lines: list[str]) -> list[str]:
+    """A function body of comments alone does not compile: end it with ``pass``."""
+    return lines if any(not line.startswith("#") for line in lines) else [*lines, "pass"]
 
 
 def merge(migrations_dir: str | Path, message: str, revisions: Iterable[str] = (), *,
           revision_id: str | None = None) -> dict[str, Any]:
     """Write a merge revision joining ``revisions`` (default: every head) into one history."""
     path = write_merge(migrations_dir, message=message, revisions=revisions, revision=revision_id)
-    return _written(migrations_dir, path, [])
+    return _written(migrations_dir, path, [], [])
 
 
-def _written(migrations_dir: str | Path, path: Path, operations: list[str]) -> dict[str, Any]:
+def _written(migrations_dir: str | Path, path: Path, operations: list[str],
+             downgrade_lines: list[str]) -> dict[str, Any]:
     script = next(s for s in load_scripts(migrations_dir) if s.path == path)
-    return {"revision": script.revision, "down_revisions": list(script.down_revisions),
-            "path": str(path), "message": script.message, "operations": operations}
+    return {"written": True, "revision": script.revision,
+            "down_revisions": list(script.down_revisions), "path": str(path),
+            "message": script.message, "operations": operations, "downgrade": downgrade_lines}
 
 
-def _refuse_import_failures(drift: list[Drift]) -> None:
-    failed = [d for d in drift if d.kind == "import_failed"]
+def _refuse_import_failures(failed: list[ImportProblem]) -> None:
     if not failed:
         return
-    causes = sorted({d.cause or "" for d in failed})
+    causes = sorted({problem.cause for problem in failed})
     raise ClassResolutionError(
         f"cannot draft a migration: {len(failed)} stored class(es) do not import "
-        f"({', '.join(d.class_name for d in failed)}): {'; '.join(causes)}. Is the project "
-        "folder on sys.path ([tool.dsustore] sys_path)?")
+        f"({', '.join(problem.class_name for problem in failed)}): {'; '.join(causes)}. Is the "
+        "project folder on sys.path ([tool.dsustore] sys_path)?")
 
 
 def history(migrations_dir: str | Path, *, db: Any = None) -> list[dict[str, Any]]:
@@ -170,19 +189,20 @@ def status(db: Any, migrations_dir: str | Path) -> dict[str, Any]:
     """Where the database stands: current revisions, the scripts' heads (a fork), pending
     migrations (on every branch), schema drift, classes that do not import, edits.
 
-    ``up_to_date`` means nothing is pending; ``ok`` that nothing at all is amiss, and
-    ``problems`` says in words what is.
+    ``drift`` lists the operations a migration would need, each with the Python line
+    that records it; ``up_to_date`` means nothing is pending; ``ok`` that nothing at
+    all is amiss, and ``problems`` says in words what is.
     """
     heads = list(runner.revision_graph(migrations_dir).heads())
     waiting = runner.pending(db, migrations_dir, "heads")
     drift = schema_drift(db)
+    failed = import_failures(db)
     edited = runner.edited_scripts(db, migrations_dir)
     unknown = runner.unknown_revisions(db, migrations_dir)
-    failed = [d for d in drift if d.kind == "import_failed"]
+    drifted = sorted({operation_class(op) for op in drift})
     problems = [
         *([f"{len(waiting)} migration(s) pending"] if waiting else []),
-        *([f"schema drift in {len(drift) - len(failed)} class(es) without a migration"]
-          if len(drift) > len(failed) else []),
+        *([f"schema drift in {len(drifted)} class(es) without a migration"] if drifted else []),
         *([f"{len(failed)} stored class(es) do not import"] if failed else []),
         *([f"applied script(s) edited since: {', '.join(edited)}"] if edited else []),
         *([f"applied revision(s) no script declares: {', '.join(unknown)}"] if unknown else []),
@@ -193,8 +213,9 @@ def status(db: Any, migrations_dir: str | Path) -> dict[str, Any]:
         "forked": len(heads) > 1,
         "pending": [{"revision": s.revision, "message": s.message, "path": s.path.name}
                     for s in waiting],
-        "drift": [{"class": d.class_name, "kind": d.kind, "added": list(d.added),
-                   "removed": list(d.removed), "cause": d.cause} for d in drift],
+        "drift": [{"class": operation_class(op), "operation": op.name, "python": render(op),
+                   "note": op.note} for op in drift],
+        "import_failed": [{"class": problem.class_name, "cause": problem.cause} for problem in failed],
         "edited": edited,
         "unknown": unknown,
         "lock": lock_status(db),
@@ -205,7 +226,8 @@ def status(db: Any, migrations_dir: str | Path) -> dict[str, Any]:
 
 
 def plan(db: Any, migrations_dir: str | Path, target: str = "head") -> list[dict[str, Any]]:
-    """The operations each pending migration would record; nothing is run or written.
+    """The operations each pending migration would record, as the Python lines that record
+    them; nothing is run or written.
 
     Each migration's operations are checked against the stored classes as an
     upgrade's pass would check them (one count of the classes for all of them): a
@@ -224,7 +246,7 @@ def plan(db: Any, migrations_dir: str | Path, target: str = "head") -> list[dict
             except Exception as err:
                 raise DSUError(f"upgrade() raised {type(err).__name__}: {err}",
                                migration=script.revision) from err
-            operations = patch.plan()
+            operations = [render(op) for op in patch.operations]
             recorded.append((script.revision, list(patch.operations)))
         finally:
             patch.rollback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -25,6 +26,16 @@ from backends import KINDS, Backend  # noqa: E402
 from servers import PostgresServer  # noqa: E402
 
 from dsustore.storage import adapter_for  # noqa: E402
+
+
+def _plugin_installed() -> bool:
+    """Whether pytest loads the dsustore plugin itself: installed with its entry point."""
+    return not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") and any(
+        entry.name == "dsustore" for entry in importlib.metadata.entry_points(group="pytest11"))
+
+
+# pytester runs the plugin's tests; the plugin itself when this checkout is not installed
+pytest_plugins = ["pytester", *([] if _plugin_installed() else ["dsustore.pytest_plugin"])]
 
 
 @pytest.fixture(scope="session")
@@ -238,3 +249,15 @@ def copy_release(release_data: dict[int, Path], n: int, folder: Path) -> tuple[P
 def release_copy(release_data, tmp_path):
     """``release_copy(n)``: a private copy of release ``n``'s database and its credentials."""
     return lambda n: copy_release(release_data, n, tmp_path)
+
+
+@pytest.fixture
+def dsustore_db(release_data, tmp_path, latest_shop) -> Iterator[ZODB.DB]:
+    """The plugin's built-in tests (pytest --dsustore) run the project's migrations on release 1's
+    data, with the newest code active, as an upgrade of a deployment would."""
+    from sample_app.database import open_database
+
+    path, _credentials = copy_release(release_data, 1, tmp_path)
+    database = open_database(str(path))
+    yield database
+    database.close()

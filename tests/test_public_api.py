@@ -13,9 +13,10 @@ from dsustore import errors
 PUBLIC = {
     "patch": {"FieldPolicy", "MigrationPolicy", "Patch", "PatchReport", "Progress", "StageReport",
               "Validation", "ValidationFailure", "mop", "policies", "validations"},
-    "migrations": {"Drift", "MigrationLock", "MigrationResult", "UpgradeResult", "break_lock",
-                   "current", "downgrade", "draft_operations", "edited_scripts", "ensure_current",
-                   "lock_status", "migration_lock", "pending", "schema_drift", "stamp", "upgrade"},
+    "migrations": {"MigrationLock", "MigrationResult", "UpgradeResult", "break_lock",
+                   "current", "downgrade", "draft_downgrade", "edited_scripts", "ensure_current",
+                   "import_failures", "lock_status", "migration_lock", "pending", "render",
+                   "schema_drift", "stamp", "upgrade"},
     "snapshots": {"PackReport", "RestoreReport", "Snapshot", "delete_snapshot", "pack",
                   "prune_snapshots", "restore", "snapshot", "snapshots"},
     "live": {"CommitGate", "LiveUpdateResult", "LiveUpdater", "StaleCodeGuard", "guard_stale_code",

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 
 from .. import commands
 from ..errors import DatabaseLockedError, DSUError, LockHeldError, PartialRunError, ValidationError
+from ..operations import Operation, render
+from ..operations.ops import RenameClass, RenameField
 from ..runtime.config import prepend_sys_path, resolve_settings
 from ..runtime.lock import describe_holder
 from ..storage.uri import open_db
@@ -165,10 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "revision", "write a new migration script",
                  "Writes the next numbered script on top of the single head; "
                  "--autogenerate drafts its operations from the schema drift between the "
-                 "classes the code has and the schema the database recorded (read-only).",
-                 common)
+                 "classes the code has and the schema the database recorded (read-only): "
+                 "upgrade() from the operations, downgrade() from their reverses, a # TODO "
+                 "for each value to give and each guess to check (a renamed field, a moved "
+                 "class). With no drift it writes nothing, unless --empty.", common)
     p.add_argument("-m", "--message", required=True, help="what the migration does (its docstring)")
     p.add_argument("--autogenerate", action="store_true", help="draft operations from schema drift")
+    p.add_argument("--interactive", action="store_true",
+                   help="with --autogenerate: ask about each guess (was this field renamed? was "
+                        "this class moved?) instead of drafting it with a TODO")
+    p.add_argument("--empty", action="store_true",
+                   help="with --autogenerate: write the script even when there is no drift")
     p.add_argument("--rev-id", help="the revision id (default: the next number)")
 
     p = _command(sub, "merge", "write a merge revision joining several heads",
@@ -314,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="dsustore: %(message)s", stream=sys.stderr)
     try:
         result, code = _dispatch(args)
+    except UsageError as err:  # options that parse but do not go together
+        return _usage_error(err)
     except DSUError as err:
         return _fail(args, err, _exit_code(err), err.facts())
     except OSError as err:
@@ -369,9 +380,13 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, int]:
     if command == "merge":
         return commands.merge(folder, args.message, args.revisions, revision_id=args.rev_id), EXIT_OK
     if command == "revision":
+        if (args.interactive or args.empty) and not args.autogenerate:
+            raise UsageError(f"{'--interactive' if args.interactive else '--empty'} goes with "
+                             "--autogenerate", "dsustore revision -m MESSAGE --autogenerate")
         with _database(args, settings.db, wanted=args.autogenerate) as db:
             return commands.revision(folder, args.message, autogenerate=args.autogenerate, db=db,
-                                     revision_id=args.rev_id), EXIT_OK
+                                     revision_id=args.rev_id, empty=args.empty,
+                                     confirm=_ask if args.interactive else None), EXIT_OK
     if command == "history":
         with _database(args, settings.db, wanted=bool(settings.db)) as db:
             return commands.history(folder, db=db), EXIT_OK
@@ -429,6 +444,22 @@ def _with_db(args: argparse.Namespace, db: Any, folder: Path) -> tuple[Any, int]
     raise DSUError(f"unknown command {command!r}")
 
 
+def _ask(op: Operation) -> bool:
+    """Ask on the terminal whether a guess is right, as Django's makemigrations does."""
+    if isinstance(op, RenameField):
+        question = f"Did you rename {op.class_name}.{op.old} to {op.new}?"
+    elif isinstance(op, RenameClass):
+        question = f"Did you move {op.old_name} to {op.new_name}?"
+    else:
+        question = f"Is this right: {render(op)}?"
+    if op.note:
+        question += f" ({op.note.removeprefix('TODO check: ')})"
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _status_code(result: dict[str, Any]) -> int:
     """status --check: pending migrations first (upgrade resolves them), then the rest."""
     if result["pending"]:
@@ -483,7 +514,12 @@ def _format(args: argparse.Namespace, result: Any) -> str:
         return (f"migrations folder {result['migrations']} ready\n"
                 f"configure the project in pyproject.toml:\n\n{result['pyproject']}")
     if command in ("revision", "merge"):
+        if not result["written"]:
+            return ("no schema drift: the stored schema matches the code, so there is nothing to "
+                    "draft and nothing was written (--empty writes an empty script anyway)")
         drafted = "".join(f"\n    {op}" for op in result["operations"])
+        if result["downgrade"]:
+            drafted += "\n  downgrade:" + "".join(f"\n    {op}" for op in result["downgrade"])
         merged = f" merging {', '.join(result['down_revisions'])}" if command == "merge" else ""
         return f"wrote {result['path']} (revision {result['revision']}{merged}){drafted}"
     if command in ("upgrade", "downgrade"):
@@ -548,12 +584,11 @@ def _format_status(args: argparse.Namespace, result: dict[str, Any]) -> str:
                      f"{', '.join(result['heads'])}; join them with `dsustore merge -m MESSAGE`, "
                      "or apply every branch with `dsustore upgrade heads`")
     lines += [f"pending: {p['revision']} {p['message']}" for p in result["pending"]]
-    lines += [f"drift: {d['class']} {d['kind']} +{d['added']} -{d['removed']}"
-              for d in result["drift"] if d["kind"] != "import_failed"]
-    for cause, names in _by_cause(result["drift"]).items():
+    lines += [f"drift: {d['python']}" for d in result["drift"]]
+    for cause, names in _by_cause(result["import_failed"]).items():
         lines.append(f"does not import: {_objects(len(names), 'stored class', 'stored classes')} "
                      f"({', '.join(names)}): {cause}")
-    lines += _sys_path_hint(_by_cause(result["drift"]))
+    lines += _sys_path_hint(_by_cause(result["import_failed"]))
     lines += [f"edited since applied: {rev}" for rev in result["edited"]]
     lines += [f"unknown to the scripts: {rev}" for rev in result["unknown"]]
     if result.get("lock"):
@@ -567,12 +602,11 @@ def _format_status(args: argparse.Namespace, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _by_cause(drift: list[dict[str, Any]]) -> dict[str, list[str]]:
+def _by_cause(failed: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Classes that do not import, grouped by the error their import raised."""
     grouped: dict[str, list[str]] = {}
-    for item in drift:
-        if item["kind"] == "import_failed":
-            grouped.setdefault(item["cause"], []).append(item["class"])
+    for item in failed:
+        grouped.setdefault(item["cause"], []).append(item["class"])
     return grouped
 
 

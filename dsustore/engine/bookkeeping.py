@@ -45,15 +45,19 @@ class Barrier(persistent.Persistent):
 class Bookkeeping(persistent.Persistent):
     """The dsustore state of one database (stored at ``root["dsustore"]``).
 
-    ``applied``: revision → record dict; ``schema``: dotted class name → declared
-    fields; ``snapshots``: name → dict; ``lease``: the migration lock; ``barrier``: held
-    while a migration commits.
+    ``applied``: revision → record dict; ``schema``: dotted class name → its fields
+    as the migrations left them (``shapes``: its bases and field types);
+    ``snapshots``: name → dict; ``lease``: the migration lock; ``barrier``: held while
+    a migration commits.
     """
 
     #: databases written before the lease had its own object have none until it is first taken
     lease: Lease | None = None
     #: likewise the write barrier, until a migration first commits
     barrier: Barrier | None = None
+    #: per class of ``schema``, its bases and its fields' declared types (dotted class name →
+    #: ``{"bases": [...], "types": {...}}``); none in databases written before they were recorded
+    shapes: dict[str, dict[str, Any]] | None = None
 
     def __init__(self) -> None:
         self.applied: OOBTree = OOBTree()

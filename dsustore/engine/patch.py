@@ -210,10 +210,15 @@ class Patch:
         """A class new in the code; ``initializer(None, cls, old_ns, new_ns)`` sets up its state."""
         return self._record(AddClass(dotted_name(cls), initializer))
 
-    def change_superclass(self, cls: ClassRef, superclass: ClassRef, *, policy: Any = None) -> Patch:
-        """Instances of ``cls`` (which now derives from ``superclass``) get the base's fields."""
+    def change_superclass(self, cls: ClassRef, superclass: ClassRef, *, policy: Any = None,
+                          old_superclass: ClassRef | None = None) -> Patch:
+        """Instances of ``cls`` (which now derives from ``superclass``) get the base's fields.
+
+        ``old_superclass``, the base ``cls`` derived from before, makes it reversible.
+        """
         return self._record(ChangeSuperclass(
-            dotted_name(cls), dotted_name(superclass), as_policy(policy) if policy else None))
+            dotted_name(cls), dotted_name(superclass), as_policy(policy) if policy else None,
+            dotted_name(old_superclass) if old_superclass is not None else None))
 
     def remove_class(self, class_name: ClassRef) -> Patch:
         """A class gone from the code: validated that nothing references an instance."""

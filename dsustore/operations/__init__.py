@@ -2,7 +2,9 @@
 
 An operation records what a patch will do to the stored instances of a class; a
 policy computes the new state of one instance from the old; a validation checks the
-new namespace against the old before the patch commits.
+new namespace against the old before the patch commits. :func:`render` writes an
+operation as the line of Python that records it, :func:`draft_downgrade` the lines
+that undo a list of them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .ops import (
                   RenameField,
 )
 from .policies import FieldPolicy, MigrationPolicy
+from .render import draft_downgrade, render
 from .validations import Validation
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "RenameClass",
     "RenameField",
     "Validation",
+    "draft_downgrade",
     "policies",
+    "render",
     "validations",
 ]

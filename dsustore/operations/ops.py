@@ -7,6 +7,12 @@ has the shape is left as it is --, what it promises about the instance afterward
 (checked by a system validation), the classes it needs to exist, and its inverse
 when it has one. Classes are spoken of by name: an operation on a class the code
 no longer has (a downgrade runs with the newer code) works on its stored records.
+
+Operations are the one currency of migrations: a patch records them, ``plan`` and
+``status`` print them, and autogenerate drafts them from schema drift and writes
+them out as Python with :func:`dsustore.operations.render.render` (their
+:meth:`Operation.reverse` giving the draft downgrade). A drafted operation carries a
+``note`` -- why it was drafted, what to check -- that the rendering shows as a comment.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class Operation:
     name: ClassVar[str] = "operation"
     #: whether the operation changes stored instances of its class (and subclasses)
     per_instance: ClassVar[bool] = False
+    #: why it was drafted or what to check (autogenerate); rendered as a comment, never compared
+    note: str = field(default="", compare=False, repr=False, kw_only=True)
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -120,30 +128,48 @@ class AddClass(Operation):
 
 @dataclass(frozen=True)
 class ChangeSuperclass(Operation):
-    """A class now derives from another; its instances get the fields the new base declares."""
+    """A class now derives from another; its instances get the fields the new base declares.
+
+    ``old_superclass``, the base it derived from before, makes the operation
+    reversible: the reverse puts the class back under it. When the new base declares
+    fields the class did not have, the instances need values for them: a ``policy``
+    here, or an ``add_field`` per field (a system validation checks they have them).
+    """
 
     name: ClassVar[str] = "change_superclass"
     per_instance: ClassVar[bool] = True
     class_name: str
     superclass: str
     policy: Any = None
+    old_superclass: str | None = None
     promised: tuple[str, ...] = field(default=(), compare=False)
 
     def describe(self) -> str:
         policy = f", policy={as_policy(self.policy).describe()}" if self.policy else ""
-        return f"change_superclass({self.class_name}, {self.superclass}{policy})"
+        old = f", old_superclass={self.old_superclass}" if self.old_superclass else ""
+        return f"change_superclass({self.class_name}, {self.superclass}{old}{policy})"
+
+    def reverse(self) -> Operation | None:
+        if self.old_superclass is None:
+            return None
+        return ChangeSuperclass(self.class_name, self.old_superclass, old_superclass=self.superclass)
 
     def prepare(self, ctx: Context) -> None:
         """Check the code agrees, where it has both classes; promise the base's fields.
 
         A side the code does not have is taken by name (a downgrade runs with the
         newer code): its instances are found by their stored name, and a base the
-        code lacks promises no fields.
+        code lacks promises no fields. Likewise when the code's class still derives
+        from ``old_superclass``: the code is the newer one, and the stored instances
+        go back under the older base by name.
         """
         cls, base = resolve(self.class_name), resolve(self.superclass)
         if base is None:
             return
         if cls is not None and not issubclass(cls, base):
+            old = resolve(self.old_superclass) if self.old_superclass else None
+            if old is not None and issubclass(cls, old):
+                return
             raise OperationError(
                 f"the code's class does not derive from {self.superclass}; change the class "
                 "in the code first, the patch migrates the stored instances",
@@ -192,8 +218,10 @@ class AddField(Operation):
     keep_existing: bool = True
 
     @classmethod
-    def of(cls, class_name: str, field_name: str, initial: Any, *, keep_existing: bool = True) -> AddField:
-        return cls(class_name, field_name, field_policy(initial, field_name), keep_existing)
+    def of(cls, class_name: str, field_name: str, initial: Any, *, keep_existing: bool = True,
+           note: str = "") -> AddField:
+        """The operation ``patch.add_field(class_name, field_name, initial)`` records."""
+        return cls(class_name, field_name, field_policy(initial, field_name), keep_existing, note=note)
 
     def describe(self) -> str:
         return f"add_field({self.class_name}, {self.field!r}, {self.policy.describe()})"

@@ -24,19 +24,18 @@ from .runner import (
                      unknown_revisions,
                      upgrade,
 )
-from .schema import Drift, draft_operations, schema_drift
+from .schema import import_failures, schema_drift
 
 __all__ = [
-    "Drift",
     "MigrationLock",
     "MigrationResult",
     "UpgradeResult",
     "break_lock",
     "current",
     "downgrade",
-    "draft_operations",
     "edited_scripts",
     "ensure_current",
+    "import_failures",
     "lock_status",
     "migrate",
     "migration_lock",

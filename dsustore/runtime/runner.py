@@ -511,7 +511,8 @@ def _bookkeeping_hook(
                 record_applied(root, script, stage)
             else:
                 record_unapplied(root, script.revision)
-        record_schema(root, report.stages[-1].classes if report.stages else ())
+        # the schema as the migrations' operations leave it, not as the code declares it
+        record_schema(root, report.stages[-1].classes if report.stages else (), patch.operations)
     return hook
 
 

@@ -1,0 +1,1 @@
+"""The small application the guides' examples store and migrate."""
