@@ -118,6 +118,27 @@ class StorageAdapter:
             for txn in iterator:  # noqa: UP028
                 yield txn
 
+    def revisions_after(self, oid: bytes, tid: bytes) -> list[dict[str, Any]]:
+        """The revisions of one object committed after ``tid``, oldest first, as the
+        storage's ``history`` describes them (``tid``, ``description``...).
+
+        Only that object's own revisions are read, newest first, until one at or before
+        ``tid``: the cost is the object's revisions since, not the transaction log. A
+        storage keeping no history gives the current revision only.
+        """
+        self.last_committed()  # an MVCC storage reads history as of what it last heard of
+        size = 8
+        while True:
+            try:
+                found = list(self.storage.history(oid, size=size))
+            except Exception:  # no such object, or a storage without history
+                return []
+            after = [rev for rev in found if rev["tid"] > tid]
+            if len(after) < len(found) or len(found) < size:
+                after.reverse()
+                return after
+            size *= 8
+
     def changed_since(self, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:
         """Oids written by transactions after ``tid`` up to ``upto`` (a committed one);
         None when the storage cannot say."""
