@@ -56,7 +56,7 @@ from ..storage.connections import (
     savepoint_store,
     set_reader,
 )
-from ..storage.pickles import fingerprint
+from ..storage.pickles import GlobalRenamer, fingerprint
 from ..storage.savepoints import FrozenStore
 from ..storage.spool import ScanSpool
 from .checks import check_classes
@@ -177,6 +177,9 @@ class MigrationPass(Context):
                                 if not op.merge and op.new_name not in self._sources}
         self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
         self.codec = RecordCodec(connection, self.renames, removed=self.removed)
+        self._renamer = GlobalRenamer(self.renames)
+        #: per class name a record holds: whether it imports (see _rename_in_bytes)
+        self._importable: dict[tuple[str, str], bool] = {}
         self.old_codec = RecordCodec(old_connection, {**(old_renames or {}), **self.renames},
                                      prefer_stored=True)
         self._plain_codec: RecordCodec | None = None
@@ -316,9 +319,38 @@ class MigrationPass(Context):
         hits = self._scan(data) if self._needles else 0
         if plan.ops is None and not hits & _DECODE:
             return None
-        written = self._migrate(oid, tid, data, original, plan, hits)
+        written = None
+        if not plan.ops and not hits & _WALK and self._renamer.usable:
+            written = self._rename_in_bytes(data, plan, hits)
+        if written is None:
+            written = self._migrate(oid, tid, data, original, plan, hits)
         if written is not None:
             self.result.records_rewritten += 1
+        return written
+
+    def _rename_in_bytes(self, data: bytes, plan: _Plan, hits: int) -> bytes | None:
+        """A record only renames change (its class, or the classes its references and
+        inline objects name), rewritten in its bytes; None when it must be decoded.
+
+        The record is what decoding and encoding it again would write; the one thing the
+        encoder would also see -- a reference to a class that does not import, which a
+        system validation reports -- sends the record to the decoder instead."""
+        found = self._renamer.rename(data)
+        if found is None:
+            return None
+        written, names = found
+        importable = self._importable
+        for module, name in names:
+            known = importable.get((module, name))
+            if known is None:
+                known = importable[(module, name)] = not _is_broken(
+                    self.codec.find_global(module, name))
+            if not known:
+                return None
+        if plan.renamed:
+            self.result.migrated[plan.new_name] += 1
+        elif plan.ops is None:
+            self.result.references_rewritten += 1
         return written
 
     def _scan(self, data: bytes) -> int:
@@ -669,6 +701,10 @@ def catch_up(passes: list[MigrationPass], adapter: StorageAdapter, changed: Iter
 
 def _failure_count(result: PassResult) -> int:
     return sum(map(len, result.promise_failures.values())) + len(result.broken_references)
+
+
+def _is_broken(found: Any) -> bool:
+    return isinstance(found, type) and issubclass(found, Broken)
 
 
 def _dotted(kind: type) -> str:

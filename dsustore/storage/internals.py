@@ -64,6 +64,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("writer", "_dump", "write a record from a state, not an object"),
     Internal("compat", "PersistentUnpickler", "decode records outside a connection's cache"),
     Internal("compat", "Pickler", "pickle plain states without persistent_id"),
+    Internal("compat", "Unpickler", "list the classes a record names, building none (renames)"),
     Internal("compat", "_protocol", "the pickle protocol ZODB writes"),
     Internal("conflict_resolution", "find_global", "two code versions in one process"),
     Internal("conflict_resolution", "_class_cache", "forget classes of the replaced code"),
