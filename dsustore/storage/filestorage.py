@@ -135,6 +135,73 @@ class FileStorageAdapter(StorageAdapter):
         return end
 
 
+class TransactionAppender:
+    """Stores records into the transaction a FileStorage is committing, as its ``store``
+    does, a chunk at a time: per record one index look-up and one header, per chunk one
+    write, where ``store`` locks, reads the object's current record back to check its
+    serial and writes twice for every record.
+
+    The caller vouches for the serials as of ``upto``: every record's serial is its
+    object's committed tid unless the object was written after that transaction (a patch
+    caught up to it). A record of an object written after it goes through ``store``
+    itself, which checks the serial and resolves or reports the conflict.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, fs: FileStorage, upto: bytes) -> None:
+        self._fs = fs
+        self._end = FileStorageAdapter(fs)._end_of(upto)
+        self._position_of = _index_reader(fs._index)
+        self._tindex = fs._tindex
+        self._tid = fs._tid
+        self._tloc = fs._pos
+        self._base = fs._pos + fs._thl  # where the transaction's records begin in the file
+        self._offset = fs._tfile.tell()
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._max_oid = fs._oid
+
+    @classmethod
+    def usable(cls, fs: Any) -> bool:
+        """Whether ``fs`` is a FileStorage committing a transaction without a quota."""
+        return (isinstance(fs, FileStorage) and fs._transaction is not None
+                and fs._quota is None)
+
+    def store(self, oid: bytes, serial: bytes, data: bytes, version: str, transaction: Any) -> None:
+        old = self._position_of(oid) or 0
+        if old >= self._end:  # written after ``upto``: let the storage check the serial
+            self.flush()
+            self._fs.store(oid, serial, data, version, transaction)
+            self._offset = self._fs._tfile.tell()
+            return
+        if oid > self._max_oid:
+            self._max_oid = oid
+        size = len(data)
+        self._tindex[oid] = self._base + self._offset + self._size
+        self._parts.append(_DATA_HEADER.pack(oid, self._tid, old, self._tloc, 0, size))
+        self._parts.append(data)
+        self._size += 42 + size
+        if self._size >= self.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            fs = self._fs
+            with fs._lock:
+                fs._tfile.write(b"".join(self._parts))
+            self._offset += self._size
+            self._parts, self._size = [], 0
+
+    def close(self) -> None:
+        """Write what is left, and make new oids known to the storage."""
+        self.flush()
+        fs = self._fs
+        with fs._lock:
+            if self._max_oid > fs._oid:
+                fs.set_max_oid(self._max_oid)
+
+
 def _index_reader(index: Any) -> Callable[[bytes], int | None]:
     """``index.get`` for a FileStorage index, without its per-call Python overhead.
 

@@ -74,6 +74,13 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("filestorage", "_lock", "read the committed end consistently"),
     Internal("filestorage", "_pos", "the end of the committed data"),
     Internal("filestorage", "_ltid", "the last committed transaction"),
+    Internal("filestorage", "_transaction", "store a committing transaction's records in chunks"),
+    Internal("filestorage", "_quota", "store in chunks only where no quota is checked"),
+    Internal("filestorage", "_tfile", "the committing transaction's records, written in chunks"),
+    Internal("filestorage", "_tindex", "where each record of the committing transaction lies"),
+    Internal("filestorage", "_thl", "the committing transaction's header length"),
+    Internal("filestorage", "_tid", "the committing transaction's tid, in each record header"),
+    Internal("filestorage", "_oid", "the largest oid, raised for new objects"),
     Internal("fsindex", "_data", "look up index buckets once per run of oids"),
     # RelStorage
     Internal("relstorage", "_options", "whether the database keeps history"),

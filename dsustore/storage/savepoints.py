@@ -14,12 +14,14 @@ ZODB's own path.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ZODB.Connection import Connection, TmpStore
 from ZODB.mvccadapter import MVCCAdapterInstance
 from ZODB.utils import p64, u64
+
+from .filestorage import TransactionAppender
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
 _HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
@@ -39,6 +41,10 @@ class AppendingTmpStore(TmpStore):
         self.has_blobs = False
         #: positions of records a later store of the same oid replaced
         self.superseded: set[int] = set()
+        #: a transaction as of which every record's serial is its object's committed tid,
+        #: where the object was not written after it (a patch sets it when it has caught
+        #: up): the commit checks serials only for objects written later
+        self.serials_upto: bytes | None = None
 
     def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
         self._at_end = False
@@ -154,7 +160,7 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
         conn._savepoint_storage = None
         try:
             conn._creating.update(src.creating)
-            store_record = _record_store(conn._storage, len(src.index))
+            store_record, done = _record_store(conn._storage, len(src.index), src.serials_upto)
             cache = conn._cache
             modified = conn._modified
             read_current = conn._readCurrent
@@ -163,6 +169,7 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
                     modified.append(oid)
                 store_record(oid, serial, data, "", transaction)
                 read_current.pop(oid, None)
+            done()
         finally:
             src.close()
 
@@ -170,18 +177,21 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
     return store
 
 
-def _record_store(instance: Any, count: int) -> Any:
-    """Where a large commit stores its records, so that memory does not grow per record twice.
+def _record_store(instance: Any, count: int, upto: bytes | None) -> tuple[Any, Callable[[], None]]:
+    """Where a large commit stores its records, so that memory does not grow per record
+    twice and storing costs little per record; and what to call once all are stored.
 
     ZODB's MVCC adapter keeps the oid of every stored record, to invalidate it in
     the process's other connections when the transaction finishes. For a large
     update that is a second per-record index next to the storage's own; here the
     records go to the storage underneath, and at the finish the other connections
     are told to drop their whole cache, which is what ZODB does when it cannot say
-    what changed (a ZEO reconnect). Smaller commits keep the precise path.
+    what changed (a ZEO reconnect). A FileStorage whose serials the patch vouches for
+    (``upto``) is written a chunk at a time (:class:`~.filestorage.TransactionAppender`).
+    Smaller commits keep the precise path.
     """
     if count < FULL_INVALIDATION_AT or not isinstance(instance, MVCCAdapterInstance):
-        return instance.store
+        return instance.store, _nothing
     finish = instance.tpc_finish
 
     def tpc_finish(transaction: Any, func: Any = lambda tid: None) -> Any:
@@ -197,7 +207,15 @@ def _record_store(instance: Any, count: int) -> Any:
         return finish(transaction, invalidate_all)
 
     instance.tpc_finish = tpc_finish
-    return instance._storage.store
+    storage = instance._storage
+    if upto is not None and TransactionAppender.usable(storage):
+        appender = TransactionAppender(storage, upto)
+        return appender.store, appender.close
+    return storage.store, _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 def release(conn: Connection) -> None:
