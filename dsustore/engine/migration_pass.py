@@ -56,7 +56,7 @@ from ..storage.connections import (
     savepoint_store,
     set_reader,
 )
-from ..storage.pickles import GlobalRenamer, fingerprint
+from ..storage.pickles import GlobalRenamer, fingerprint, is_plain
 from ..storage.savepoints import FrozenStore
 from ..storage.spool import ScanSpool
 from .checks import check_classes
@@ -103,6 +103,8 @@ class _Plan:
     #: (decided at the first record: see RecordCodec.name_to_write)
     write_as: str | None = None
     decided: bool = False
+    #: whether an operation may read a record's old view
+    reads_old: bool = False
 
 
 @dataclass
@@ -385,7 +387,8 @@ class MigrationPass(Context):
         ops = [op for op in self.operations if matches(op, stored, new, klass)]
         removed = stored in self.removed or new in self.removed
         return _Plan(stored, new, klass, ops if ops or new != stored else None, removed,
-                     renamed=new != stored, merging=stored in self._unasked_merges)
+                     renamed=new != stored, merging=stored in self._unasked_merges,
+                     reads_old=any(op.reads_old() for op in ops))
 
     def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan,
                  hits: int) -> bytes | None:
@@ -399,7 +402,7 @@ class MigrationPass(Context):
         if plan.ops:
             klass: Any = class_of_meta(meta)
             inst = StoredInstance(oid, tid, plan.stored_name, klass, meta, state,
-                                  lambda: self.old_codec.decode(original)[1])
+                                  self._old_loader(plan, data, original, state))
             status = self._apply(plan.ops, inst, plan.stored_name, oid)
             for op in plan.ops:
                 problem = op.broken_promise(inst)
@@ -434,6 +437,21 @@ class MigrationPass(Context):
         if plan.ops is None and hits & _REWRITE:
             self.result.references_rewritten += 1
         return written
+
+    def _old_loader(self, plan: _Plan, data: bytes, original: bytes, state: Any) -> Callable[[], Any]:
+        """How the old view of a record gets its fields, only if a policy reads them.
+
+        A record this stage starts from as stored whose state is plain values (no
+        reference, no object) reads the same through either namespace: its old view is
+        a copy of the decoded state taken before the operations change it, instead of a
+        second decode. Any other is decoded through the old namespace on first read.
+        """
+        if plan.reads_old and (data is original or data == original) and is_plain(state):
+            old = {key: list(value) if type(value) is list else value
+                   for key, value in state.items()}
+            return lambda: old
+        old_codec = self.old_codec
+        return lambda: old_codec.decode(original)[1]
 
     def _apply(self, ops: list[Operation], inst: Any, class_name: str, oid: bytes) -> bool | None:
         """Run ``ops`` on one instance: True if one changed it, None if one may have."""
