@@ -381,3 +381,41 @@ def test_a_write_after_the_last_catch_up_conflicts_in_a_large_commit(shop_db, mo
         users = reader().root()["users"]
         assert all(u.email == "x@example.org" for u in users.values())
     assert users["user1"].password == "late"
+
+
+def test_a_large_commit_on_file_storage_leaves_a_file_that_reads_back_the_same(tmp_path, monkeypatch):
+    """Records stored a chunk at a time, their transaction index kept compact, make the same
+    data file: reopened without its index file, it reads back every record as committed."""
+    import os
+
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    from ZODB.scripts.fstest import check
+
+    import dsustore.storage.savepoints
+    from conftest import storage_image
+
+    monkeypatch.setattr(dsustore.storage.savepoints, "FULL_INVALIDATION_AT", 1)
+    path = str(tmp_path / "Data.fs")
+    db = ZODB.DB(FileStorage(path))
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root(), users=30)
+    with Patch(db) as patch:
+        patch.add_field(User, "email", "x@example.org")
+        patch.rename_class("shopmodels.Product", "shopmodels.people.Product")
+    assert type(db.storage._tindex) is dict  # the storage has its own index back
+    with db.transaction() as conn:  # a later ordinary transaction
+        conn.root()["users"]["user3"].password = "later"
+    image = storage_image(db)
+    db.close()
+    os.remove(path + ".index")
+    check(path)
+    reopened = ZODB.DB(FileStorage(path, read_only=True))
+    try:
+        assert storage_image(reopened) == image
+        with reopened.transaction() as conn:
+            users = conn.root()["users"]
+            assert all(u.email == "x@example.org" for u in users.values())
+            assert users["user3"].password == "later"
+    finally:
+        reopened.close()

@@ -57,7 +57,7 @@ from ..storage.connections import (
     reset_cache,
     savepoint_store,
 )
-from ..storage.savepoints import release, use_appending_savepoints
+from ..storage.savepoints import committing, release, use_appending_savepoints
 from ..storage.spool import ScanSpool
 from ..storage.transactions import mark
 from .capacity import check_lock_capacity
@@ -399,7 +399,8 @@ class Patch:
             if passes:  # every record is migrated from its state as of upto, or later
                 savepoint_store(conn).serials_upto = upto
             self._close_stage_views()  # their copies of the savepoint index are not needed now
-            tm.commit()
+            with committing(conn):
+                tm.commit()
             report.committed = True
             report.tid_after = tid_repr(self._adapter.committed_tid(conn))
             self._close(abort=False)

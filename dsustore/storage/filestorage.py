@@ -11,6 +11,7 @@ here is ZODB's documented FileStorage format (``ZODB.FileStorage.format``).
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,7 @@ class TransactionAppender:
         self._fs = fs
         self._end = FileStorageAdapter(fs)._end_of(upto)
         self._position_of = _index_reader(fs._index)
-        self._tindex = fs._tindex
+        self._tindex = fs._tindex = _TransactionIndex(fs, fs._tindex)
         self._tid = fs._tid
         self._tloc = fs._pos
         self._base = fs._pos + fs._thl  # where the transaction's records begin in the file
@@ -200,6 +201,55 @@ class TransactionAppender:
         with fs._lock:
             if self._max_oid > fs._oid:
                 fs.set_max_oid(self._max_oid)
+
+
+class _TransactionIndex:
+    """Where the records of the transaction a FileStorage commits lie, 16 bytes a record.
+
+    FileStorage keeps this index (its ``_tindex``) as a dict, about 120 bytes a record:
+    for an update of every object that is the largest thing in memory at the commit.
+    This one is an array of oids and one of positions, in the order stored (the last
+    position of an oid counts, as in the dict); the storage only sets entries, reads
+    them all into its index when the transaction finishes, and clears it -- at which
+    point it gets a plain dict back for its next transactions.
+    """
+
+    def __init__(self, fs: FileStorage, entries: dict[bytes, int]) -> None:
+        self._fs = fs
+        self._oids = bytearray()
+        self._positions = array("Q")
+        for oid, position in entries.items():
+            self[oid] = position
+
+    def __setitem__(self, oid: bytes, position: int) -> None:
+        if len(oid) != 8:
+            raise ValueError(f"oid {oid!r} is not 8 bytes")
+        self._oids += oid
+        self._positions.append(position)
+
+    def get(self, oid: bytes, default: Any = None) -> Any:
+        oids = self._oids
+        at = oids.rfind(oid)
+        while at >= 0 and at % 8:
+            at = oids.rfind(oid, 0, at + 7)
+        return self._positions[at // 8] if at >= 0 else default
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def items(self) -> Iterator[tuple[bytes, int]]:
+        oids = self._oids
+        for number, position in enumerate(self._positions):
+            yield bytes(oids[number * 8:number * 8 + 8]), position
+
+    def update(self, entries: Any) -> None:
+        for oid, position in entries.items():
+            self[oid] = position
+
+    def clear(self) -> None:
+        """The transaction is over (finished or aborted): the storage gets its dict back."""
+        self._oids, self._positions = bytearray(), array("Q")
+        self._fs._tindex = {}
 
 
 def _index_reader(index: Any) -> Callable[[bytes], int | None]:

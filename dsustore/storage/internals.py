@@ -78,7 +78,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("filestorage", "_quota", "store in chunks only where no quota is checked"),
     Internal("filestorage", "_tfile", "the committing transaction's records, written in chunks"),
     Internal("filestorage", "_tindex", "where each record of the committing transaction lies"),
-    Internal("filestorage", "_thl", "the committing transaction's header length"),
+    Internal("committing_filestorage", "_thl", "the committing transaction's header length"),
     Internal("filestorage", "_tid", "the committing transaction's tid, in each record header"),
     Internal("filestorage", "_oid", "the largest oid, raised for new objects"),
     Internal("fsindex", "_data", "look up index buckets once per run of oids"),

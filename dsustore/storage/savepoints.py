@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ZODB.Connection import Connection, TmpStore
 from ZODB.mvccadapter import MVCCAdapterInstance
 from ZODB.utils import p64, u64
 
+from .connections import flush_changes
 from .filestorage import TransactionAppender
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
@@ -216,6 +218,18 @@ def _record_store(instance: Any, count: int, upto: bytes | None) -> tuple[Any, C
 
 def _nothing() -> None:
     pass
+
+
+@contextmanager
+def committing(conn: Connection) -> Iterator[None]:
+    """While ``conn`` commits, its last savepoint before the records are copied flushes
+    only: ZODB's copies the savepoint index for a rollback a commit never makes, which
+    for an update of every object is a second index at the commit's peak."""
+    conn.savepoint = lambda: flush_changes(conn) and None
+    try:
+        yield
+    finally:
+        conn.__dict__.pop("savepoint", None)
 
 
 def release(conn: Connection) -> None:
