@@ -11,11 +11,13 @@ here is ZODB's documented FileStorage format (``ZODB.FileStorage.format``).
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any
 
+from BTrees.fsBTree import fsBucket
 from ZODB.FileStorage import FileStorage
 from ZODB.fsIndex import fsIndex
 from ZODB.utils import u64, z64
@@ -194,6 +196,11 @@ class TransactionAppender:
             self._offset += self._size
             self._parts, self._size = [], 0
 
+    def finish(self) -> None:
+        """The transaction is being finished (the storage's lock is held): its records go
+        into the storage's index at once, before the storage would add them one by one."""
+        self._tindex.move_into(self._fs._index)
+
     def close(self) -> None:
         """Write what is left, and make new oids known to the storage."""
         self.flush()
@@ -246,10 +253,41 @@ class _TransactionIndex:
         for oid, position in entries.items():
             self[oid] = position
 
+    def move_into(self, index: Any) -> None:
+        """Put every entry into the storage's index (an ``fsIndex``), one index bucket at a
+        time, and keep none: what ``fsIndex.update`` does one entry at a time."""
+        if not isinstance(index, fsIndex) or not self._positions:
+            return
+        oids = bytes(self._oids)
+        positions = array("Q", self._positions)
+        if sys.byteorder == "little":
+            positions.byteswap()
+        values = positions.tobytes()  # big-endian: an fsIndex value is its last six bytes
+        buckets = index._data
+        run: list[tuple[bytes, bytes]] = []
+        prefix = b""
+        for at in range(0, len(oids), 8):
+            here = oids[at:at + 6]
+            if here != prefix:
+                if run:
+                    _bucket(buckets, prefix).update(run)
+                run, prefix = [], here
+            run.append((oids[at + 6:at + 8], values[at + 2:at + 8]))
+        _bucket(buckets, prefix).update(run)
+        self._oids, self._positions = bytearray(), array("Q")
+
     def clear(self) -> None:
         """The transaction is over (finished or aborted): the storage gets its dict back."""
         self._oids, self._positions = bytearray(), array("Q")
         self._fs._tindex = {}
+
+
+def _bucket(buckets: Any, prefix: bytes) -> Any:
+    """The fsIndex bucket of the oids starting with ``prefix``, made if it is new."""
+    bucket = buckets.get(prefix)
+    if bucket is None:
+        bucket = buckets[prefix] = fsBucket()
+    return bucket
 
 
 def _index_reader(index: Any) -> Callable[[bytes], int | None]:

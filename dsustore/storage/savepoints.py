@@ -242,9 +242,15 @@ def _record_store(instance: Any, count: int, upto: bytes | None) -> tuple[Any, C
     if count < FULL_INVALIDATION_AT or not isinstance(instance, MVCCAdapterInstance):
         return instance.store, _nothing
     finish = instance.tpc_finish
+    storage = instance._storage
+    appender = None
+    if upto is not None and TransactionAppender.usable(storage):
+        appender = TransactionAppender(storage, upto)
 
     def tpc_finish(transaction: Any, func: Any = lambda tid: None) -> Any:
         def invalidate_all(tid: bytes) -> None:
+            if appender is not None:
+                appender.finish()
             base = instance._base
             with base._lock:
                 others = [other for other in base._instances if other is not instance]
@@ -256,9 +262,7 @@ def _record_store(instance: Any, count: int, upto: bytes | None) -> tuple[Any, C
         return finish(transaction, invalidate_all)
 
     instance.tpc_finish = tpc_finish
-    storage = instance._storage
-    if upto is not None and TransactionAppender.usable(storage):
-        appender = TransactionAppender(storage, upto)
+    if appender is not None:
         return appender.store, appender.close
     return storage.store, _nothing
 
