@@ -278,12 +278,14 @@ class GlobalRenamer:
         self._renames = [(source, _key(source), b"c" + _key(target), source[1].encode("utf-8"),
                           _string_forms(source[1])) for source, target in renames.items()]
         self._targets = [b"c" + _key(target) for target in targets]
+        self._buffer = BytesIO()
+        self._lister = _name_lister(self._buffer)
 
     def rename(self, data: bytes) -> tuple[bytes, list[Name]] | None:
         """``data`` with the old names' ``GLOBAL`` opcodes renamed, and the classes the
         record names besides them (as far as it had to be decoded to be sure: a record
         holding no persistent reference is not); None where bytes alone cannot do it."""
-        if data[:1] != b"\x80" or data[1] not in (2, 3) or b"\x93" in data:
+        if data[0] != 0x80 or not 2 <= data[1] <= 3 or b"\x93" in data:
             return None  # other protocols; a STACK_GLOBAL could name a class
         for target in self._targets:
             if target in data:
@@ -310,8 +312,9 @@ class GlobalRenamer:
         if not edits:
             return None
         names: list[Name] = []
-        if len(edits) > 1 or edits[0][0] != 2 or not _meta_only(data, edits[0][1]):
-            listed = global_names(data)
+        first = edits[0]
+        if len(edits) > 1 or first[0] != 2 or not _meta_only(data, first[1]):
+            listed = self._names(data)
             if listed is None:
                 return None
             for source, count in counts.items():
@@ -319,7 +322,7 @@ class GlobalRenamer:
                     return None  # a match that is not an opcode (string data)
             names = [name for name in listed if name not in counts]
         if len(edits) == 1:
-            start, length, replacement = edits[0]
+            start, length, replacement = first
             return data[:start] + replacement + data[start + length:], names
         edits.sort()
         parts: list[bytes] = []
@@ -332,6 +335,26 @@ class GlobalRenamer:
             position = start + length
         parts.append(data[position:])
         return b"".join(parts), names
+
+    def _names(self, data: bytes) -> list[Name] | None:
+        """:func:`global_names`, with one unpickler for all the records this renamer reads."""
+        buffer, lister = self._buffer, self._lister
+        buffer.seek(0)
+        buffer.truncate()
+        buffer.write(data)
+        buffer.seek(0)
+        lister.memo.clear()
+        names: list[Name] = []
+        lister.names = names
+        try:
+            lister.load()
+            lister.load()
+        except Exception:
+            # the unpickler may be left half-way through a record: the next gets a new one
+            self._buffer = BytesIO()
+            self._lister = _name_lister(self._buffer)
+            return None
+        return names
 
 
 def _key(name: Name) -> bytes:
@@ -393,17 +416,24 @@ class _Placeholder:
 class _NameLister(_Unpickler):
     """An unpickler that builds nothing the record names: it lists the names instead."""
 
+    names: list[Name]
+
     def find_class(self, module: str, name: str) -> Any:
         self.names.append((module, name))
         return _Placeholder
 
 
+def _name_lister(file: BytesIO) -> _NameLister:
+    lister = _NameLister(file)
+    lister.names = []
+    lister.persistent_load = id  # references are not followed
+    return lister
+
+
 def global_names(data: bytes) -> list[Name] | None:
     """The (module, name) of every class or function the record's two pickles look up, in
     order, one per lookup; None when the record does not decode."""
-    lister = _NameLister(BytesIO(data))
-    lister.names = []
-    lister.persistent_load = id  # references are not followed
+    lister = _name_lister(BytesIO(data))
     try:
         lister.load()
         lister.load()
