@@ -106,7 +106,6 @@ print(json.dumps(out))
 
 def build(folder: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(HERE))
-    import transaction
     import ZODB
     from benchitems import Item
     from ZODB.FileStorage import FileStorage
