@@ -93,7 +93,8 @@ def _set_field(inst: Instance, policy: MigrationPolicy, name: str | None,
         had = name in fields
         if keep_existing and had:
             return False
-        fields[name] = policy.value(inst.old, None, ctx.old_ns, ctx.new_ns)
+        old = inst.old if policy.reads_old else None  # no view for a value that ignores it
+        fields[name] = policy.value(old, None, ctx.old_ns, ctx.new_ns)
         return None if had else True
     if keep_existing and name is not None and name in inst.fields:
         return False

@@ -39,6 +39,40 @@ def decode(data: bytes, find_global: Callable[[str, str], Any],
     return classmeta, unpickler.load()
 
 
+class RecordReader:
+    """Decodes records one after another with one of ZODB's unpicklers, so that each record
+    does not pay for making one (what :func:`decode` does for a single record)."""
+
+    def __init__(self, find_global: Callable[[str, str], Any],
+                 persistent_load: Callable[[Any], Any]) -> None:
+        self._find_global = find_global
+        self._persistent_load = persistent_load
+        self._busy = False
+        self._file = BytesIO()
+        self._unpickler = PersistentUnpickler(find_global, persistent_load, self._file)
+
+    def decode(self, data: bytes) -> tuple[Any, Any]:
+        """(class metadata, state) of a record."""
+        if self._busy:  # decoding a record leads to decoding another: a fresh unpickler
+            return decode(data, self._find_global, self._persistent_load)
+        self._busy = True
+        file, unpickler = self._file, self._unpickler
+        file.seek(0)
+        file.truncate()
+        file.write(data)
+        file.seek(0)
+        try:
+            return unpickler.load(), unpickler.load()
+        except BaseException:  # it may be left part-way through the record
+            self._file = BytesIO()
+            self._unpickler = PersistentUnpickler(self._find_global, self._persistent_load,
+                                                  self._file)
+            raise
+        finally:
+            unpickler.memo.clear()  # holds the record's objects otherwise
+            self._busy = False
+
+
 _PLAIN = frozenset({str, int, float, bool, bytes, list, dict, tuple, set, type(None)})
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
