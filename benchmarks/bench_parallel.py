@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -71,9 +72,10 @@ def batches(records):
 
 
 def peak_rss(pid: int | str = "self") -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return 0.0
 
 
@@ -87,8 +89,15 @@ def run(path: str, workers: int) -> dict:
     worker_rss: list[float] = []
     if workers:
         with get_context("fork").Pool(workers) as pool:
-            for out in pool.imap(work, batches(records)):
-                for oid, tid, data in out:
+            # at most two batches a worker in flight, taken back in order: memory bounded
+            pending: deque = deque()
+            for batch in batches(records):
+                pending.append(pool.apply_async(work, (batch,)))
+                if len(pending) >= 2 * workers:
+                    for oid, tid, data in pending.popleft().get():
+                        tmp.store(oid, tid, data, "", None)
+            while pending:
+                for oid, tid, data in pending.popleft().get():
                     tmp.store(oid, tid, data, "", None)
             worker_rss = [peak_rss(process.pid) for process in pool._pool]
     else:
