@@ -319,7 +319,7 @@ class GlobalRenamer:
         """``data`` with the old names' ``GLOBAL`` opcodes renamed, and the classes the
         record names besides them (as far as it had to be decoded to be sure: a record
         holding no persistent reference is not); None where bytes alone cannot do it."""
-        if data[0] != 0x80 or not 2 <= data[1] <= 3 or b"\x93" in data:
+        if len(data) < 8 or data[0] != 0x80 or not 2 <= data[1] <= 3 or b"\x93" in data:
             return None  # other protocols; a STACK_GLOBAL could name a class
         for target in self._targets:
             if target in data:
