@@ -7,6 +7,9 @@ stored inline). Only those records are decoded, migrated as plain state -- the
 record's own object and the objects stored inline in it --, encoded and, when
 something in them changed, written into the patch connection's savepoint storage, a
 temporary file the connection copies into the storage when the transaction commits.
+A record that only renames change is not even decoded: the class names are rewritten
+in its bytes, where :class:`~dsustore.storage.pickles.GlobalRenamer` can show that is
+exact (:meth:`MigrationPass._rename_in_bytes`).
 Nothing is committed here, the running application keeps using the old state, and
 memory holds one record at a time plus the storage's own per-transaction index.
 Once the walk is done, and before anything commits, the pass refuses operations on
