@@ -247,6 +247,7 @@ class MigrationPass(Context):
 
     def run(self) -> PassResult:
         tmp = savepoint_store(self.conn)
+        self._store = tmp.store
         index = tmp.index
         frozen = self.frozen
         stage_start = tmp.position
@@ -299,15 +300,22 @@ class MigrationPass(Context):
             records = self.adapter.current_records(at=self.at, view=self.conn)
             if spool is not None:
                 records = spool.keep(records)
+        if frozen is None:  # the first stage: the records as stored
+            return records
+        return self._as_left(records, frozen)
+
+    @staticmethod
+    def _as_left(records: Iterable[tuple[bytes, bytes, bytes]],
+                 frozen: FrozenStore) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """``records`` as the earlier stages left them, then the objects they created."""
         for oid, tid, data in records:
-            if frozen is not None and oid in frozen:
+            if oid in frozen:
                 data, tid = frozen.load(oid)
             yield oid, tid, data
-        if frozen is not None:  # objects earlier stages created exist only in the savepoint
-            for oid in frozen.created:
-                if oid in frozen:
-                    data, tid = frozen.load(oid)
-                    yield oid, tid, data
+        for oid in frozen.created:  # objects earlier stages created exist only in the savepoint
+            if oid in frozen:
+                data, tid = frozen.load(oid)
+                yield oid, tid, data
 
     def migrate_record(self, oid: bytes, tid: bytes, data: bytes, original: bytes) -> bytes | None:
         """The record this stage makes of ``data`` (``original``: its state before the
@@ -589,9 +597,8 @@ class MigrationPass(Context):
                 f"{why}", operation=operation or None, class_name=class_name)
 
     def _write(self, oid: bytes, tid: bytes, data: bytes) -> None:
-        savepoint_store(self.conn).store(oid, tid, data, "", None)
-        broken = self.codec.take_broken_references()
-        if broken:
+        self._store(oid, tid, data, "", None)
+        if self.codec.take_broken_references():
             self.result.broken_references.append(oid)
 
     # -- batches --------------------------------------------------------------
