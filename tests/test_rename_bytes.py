@@ -131,3 +131,26 @@ def test_a_referrer_that_references_a_class_that_does_not_import_is_still_flagge
         with Patch(db) as patch:
             patch.rename_class("shopmodels.User", "shopmodels.people.Customer")
     assert "does not import" in str(failed.value)
+
+
+def test_one_unpickler_decodes_record_after_record_as_a_fresh_one_would():
+    """Records of any size, a truncated one among them, decode as ZODB's own unpickler does."""
+    from ZODB.broken import find_global
+
+    from dsustore.storage.pickles import RecordReader, decode
+
+    db = shop([b"x" * 300_000, "short", "y" * 200_000])
+    with db.transaction() as conn:
+        datas = [record_of(note) for note in conn.root()["notes"]]
+    refs: list = []
+    reader = RecordReader(find_global, refs.append)
+    for data in [*datas, datas[0][:-3], *datas]:
+        try:
+            expected = decode(data, find_global, refs.append)
+        except Exception as error:
+            with pytest.raises(type(error)):
+                reader.decode(data)
+            continue
+        meta, state = reader.decode(data)
+        assert meta is expected[0] and state == expected[1]
+        assert global_names(data) == GlobalRenamer({OLD: NEW})._names(data)
