@@ -33,6 +33,8 @@ demo: setup
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_add_field.py 100000
+	$(PY) benchmarks/bench_rename.py 100000
+	$(PY) benchmarks/bench_startup.py 100000
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis docs/_build

@@ -8,11 +8,14 @@ in its own process (so peak RSS is that measurement's own):
   raw-rewrite   the limit: FileStorage iterator, keep records the index points at,
                 unpickle the state, add a key, re-pickle, store; one commit
   dsustore      Patch.add_field over the same records (one atomic commit)
+  raw-compute   the raw rewrite, the key's value computed from the state
+                (``number * 2``)
+  dsustore-compute  Patch.add_field with ``policies.compute(lambda old: old.number * 2)``
   raw-scan      iterator + index check only
   all_instances dsustore.mop.all_instances over the same records (ghosts yielded)
 
-and prints objects per second, the ratios dsustore/raw-rewrite and
-all_instances/raw-scan, and peak RSS. Absolute numbers vary between machines and
+and prints objects per second, the ratios dsustore/raw-rewrite (constant and computed
+values) and all_instances/raw-scan, and peak RSS. Absolute numbers vary between machines and
 runs; the ratios are the targets.
 """
 
@@ -43,7 +46,7 @@ def rss_mib():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 
-def raw_rewrite():
+def raw_rewrite(compute=False):
     import zodbpickle.pickle as zp
     from ZODB.utils import p64
     class Ref:
@@ -66,7 +69,12 @@ def raw_rewrite():
             meta = u.load(); state = u.load()
             if not isinstance(state, dict):
                 continue
-            state["flag"] = True
+            if compute:
+                if "number" not in state:
+                    continue
+                state["double"] = state["number"] * 2
+            else:
+                state["flag"] = True
             f = io.BytesIO()
             p = zp.Pickler(f, 3)
             p.persistent_id = lambda o: o.pid if type(o) is Ref else None
@@ -85,6 +93,19 @@ def dsustore_add_field():
     start = time.perf_counter()
     with Patch(db) as patch:
         patch.add_field("benchitems.Item", "flag", True)
+    elapsed = time.perf_counter() - start
+    db.close()
+    return patch.report.objects_migrated, elapsed
+
+def raw_compute():
+    return raw_rewrite(compute=True)
+
+def dsustore_compute():
+    from dsustore import Patch, policies
+    db = ZODB.DB(FileStorage(path))
+    start = time.perf_counter()
+    with Patch(db) as patch:
+        patch.add_field("benchitems.Item", "double", policies.compute(lambda old: old.number * 2))
     elapsed = time.perf_counter() - start
     db.close()
     return patch.report.objects_migrated, elapsed
@@ -160,19 +181,24 @@ def run(n: int) -> None:
         build(path, n)
         print(f"\nN = {n:,} objects (built in {time.perf_counter() - started:.1f}s)")
         results = {what: measure(path, what)
-                   for what in ("raw_rewrite", "dsustore_add_field", "raw_scan", "all_instances")}
+                   for what in ("raw_rewrite", "dsustore_add_field", "raw_compute",
+                                "dsustore_compute", "raw_scan", "all_instances")}
     for what, r in results.items():
         rate = r["count"] / r["seconds"]
         print(f"  {what:20s} {r['count']:>10,} objects {r['seconds']:8.2f}s "
               f"{rate:>12,.0f} obj/s   peak RSS {r['rss_mib']:7.1f} MiB")
     raw, dsu = results["raw_rewrite"], results["dsustore_add_field"]
+    raw_c, dsu_c = results["raw_compute"], results["dsustore_compute"]
     scan, inst = results["raw_scan"], results["all_instances"]
-    print(f"  migrate ratio  dsustore / raw-rewrite      = "
-          f"{(dsu['count'] / dsu['seconds']) / (raw['count'] / raw['seconds']):.2f}  (target >= 0.7)")
-    print(f"  scan ratio     all_instances / raw-scan    = "
-          f"{(inst['count'] / inst['seconds']) / (scan['count'] / scan['seconds']):.2f}  (target >= 0.9)")
+
+    def ratio(a: dict, b: dict) -> float:
+        return (a["count"] / a["seconds"]) / (b["count"] / b["seconds"])
+
+    print(f"  constant ratio dsustore / raw-rewrite      = {ratio(dsu, raw):.2f}  (target >= 0.9)")
+    print(f"  compute ratio  dsustore / raw computing    = {ratio(dsu_c, raw_c):.2f}  (target >= 0.85)")
+    print(f"  scan ratio     all_instances / raw-scan    = {ratio(inst, scan):.2f}  (target >= 0.9)")
     print(f"  memory ratio   dsustore / raw-rewrite RSS  = "
-          f"{dsu['rss_mib'] / raw['rss_mib']:.2f}  (target <= 1.5)")
+          f"{dsu['rss_mib'] / raw['rss_mib']:.2f}  (target <= 1.2 at 1M)")
 
 
 if __name__ == "__main__":

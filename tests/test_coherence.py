@@ -405,3 +405,75 @@ def test_on_zeo_the_catch_up_learns_what_changed_from_invalidations(shop_db, sto
         patch.migrate_instances(User, policy)
     assert patch.report.caught_up >= 1
     assert (listed == []) is (storage_kind == "zeo")
+
+
+@pytest.mark.parametrize("on_conflict", ["fail", "retry"])
+def test_a_write_after_the_last_catch_up_conflicts_in_a_large_commit(shop_db, monkeypatch, reader,
+                                                                     on_conflict):
+    """A large commit stores what the pass wrote without reading each object back (on
+    FileStorage, in chunks); an object written after the last catch-up is still checked,
+    and conflicts: nothing is written, or the retry keeps the late write."""
+    import dsustore.storage.savepoints
+
+    monkeypatch.setattr(dsustore.storage.savepoints, "FULL_INVALIDATION_AT", 1)
+    close_views = Patch._close_stage_views
+    late: list[int] = []
+
+    def write_late_then_close(self):  # runs between the last catch-up and the commit
+        if not late:
+            late.append(1)
+            _commit_elsewhere(shop_db, lambda root: setattr(root["users"]["user1"], "password", "late"))
+        close_views(self)
+
+    monkeypatch.setattr(Patch, "_close_stage_views", write_late_then_close)
+    if on_conflict == "fail":
+        with pytest.raises(dsustore.UpdateConflictError):
+            with Patch(shop_db, on_conflict="fail") as patch:
+                patch.add_field(User, "email", "x@example.org")
+        users = reader().root()["users"]
+        assert not any(hasattr(u, "email") for u in users.values())
+    else:
+        with Patch(shop_db, on_conflict="retry") as patch:
+            patch.add_field(User, "email", "x@example.org")
+        assert patch.report.attempts == 2
+        users = reader().root()["users"]
+        assert all(u.email == "x@example.org" for u in users.values())
+    assert users["user1"].password == "late"
+
+
+def test_a_large_commit_on_file_storage_leaves_a_file_that_reads_back_the_same(tmp_path, monkeypatch):
+    """Records stored a chunk at a time, their transaction index kept compact, make the same
+    data file: reopened without its index file, it reads back every record as committed."""
+    import os
+
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    from ZODB.scripts.fstest import check
+
+    import dsustore.storage.savepoints
+    from conftest import storage_image
+
+    monkeypatch.setattr(dsustore.storage.savepoints, "FULL_INVALIDATION_AT", 1)
+    path = str(tmp_path / "Data.fs")
+    db = ZODB.DB(FileStorage(path))
+    with db.transaction() as conn:
+        shopmodels.populate(conn.root(), users=30)
+    with Patch(db) as patch:
+        patch.add_field(User, "email", "x@example.org")
+        patch.rename_class("shopmodels.Product", "shopmodels.people.Product")
+    assert type(db.storage._tindex) is dict  # the storage has its own index back
+    with db.transaction() as conn:  # a later ordinary transaction
+        conn.root()["users"]["user3"].password = "later"
+    image = storage_image(db)
+    db.close()
+    os.remove(path + ".index")
+    check(path)
+    reopened = ZODB.DB(FileStorage(path, read_only=True))
+    try:
+        assert storage_image(reopened) == image
+        with reopened.transaction() as conn:
+            users = conn.root()["users"]
+            assert all(u.email == "x@example.org" for u in users.values())
+            assert users["user3"].password == "later"
+    finally:
+        reopened.close()

@@ -13,7 +13,7 @@ import transaction
 import ZODB
 from ZODB import ConflictResolution, _compat
 from ZODB import Connection as connection_module
-from ZODB.Connection import TmpStore
+from ZODB.Connection import TmpStore, TransactionMetaData
 from ZODB.FileStorage import FileStorage
 from ZODB.fsIndex import fsIndex
 from ZODB.serialize import ObjectWriter
@@ -101,6 +101,8 @@ def _samples(db: ZODB.DB, tmp_path: Path) -> tuple[dict[str, object], Callable[[
     conn = db.open(transaction_manager=tm)
     conn.root()
     fs = FileStorage(str(tmp_path / "samples.fs"))
+    committing = FileStorage(str(tmp_path / "committing.fs"))
+    committing.tpc_begin(TransactionMetaData())
     samples = {
         "connection": conn,
         "connection_module": connection_module,
@@ -112,9 +114,11 @@ def _samples(db: ZODB.DB, tmp_path: Path) -> tuple[dict[str, object], Callable[[
         "compat": _compat,
         "conflict_resolution": ConflictResolution,
         "filestorage": fs,
+        "committing_filestorage": committing,
         "fsindex": fsIndex(),
     }
-    return samples, lambda: (tm.abort(), conn.close(), fs.close())
+    return samples, lambda: (tm.abort(), conn.close(), fs.close(),
+                             committing.tpc_abort(committing._transaction), committing.close())
 
 
 def test_every_zodb_internal_dsustore_relies_on_exists(tmp_path):

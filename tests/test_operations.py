@@ -269,3 +269,25 @@ def test_rename_field_to_its_own_name_is_refused_when_recorded(db):
     assert refused.value.operation == "rename_field(shopmodels.User, 'name', 'name')"
     assert patch.plan() == []
     patch.rollback()
+
+
+def test_the_old_view_shows_the_stored_state_whatever_operations_did_before(shop_db, reader):
+    """A policy reading ``old`` sees the record as stored, even after an earlier operation of
+    the stage changed a list in place, or a policy changed the object through the new namespace."""
+    with shop_db.transaction() as conn:
+        for user in conn.root()["users"].values():
+            user.tags = ["a"]
+
+    def grow(old, new, old_ns, new_ns):
+        new.tags.append("b")
+        if old.name == "user1":  # user2 is reached later: changed before the pass reads it
+            user2 = new_ns.root["users"]["user2"]
+            user2.tags = [*user2.tags, "from user1"]
+
+    with Patch(shop_db) as patch:
+        patch.migrate_instances(User, grow)
+        patch.add_field(User, "count", policies.compute(lambda old: len(old.tags)))
+        patch.add_field(User, "first", policies.compute(lambda old: old.tags[0]))
+    users = reader().root()["users"]
+    assert all(u.count == 1 and u.first == "a" for u in users.values())
+    assert users["user1"].tags == ["a", "b"]

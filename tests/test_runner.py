@@ -523,6 +523,41 @@ def test_errors_of_the_runner_are_dsu_errors():
         assert issubclass(cls, DSUError)
 
 
+def test_applied_records_find_tids_without_reading_the_transaction_log(shop_db, migrations, monkeypatch):
+    """Each migration's tid comes from the bookkeeping object's own revisions: the log is
+    never walked, however long the history after the migrations."""
+    result = upgrade(shop_db, migrations, "0002")
+    upgrade(shop_db, migrations)  # a later run starts from a later tid_before
+    for number in range(20):  # application transactions after the migrations
+        with shop_db.transaction() as conn:
+            conn.root()["counter"] = number
+
+    def no_log(*args, **kw):
+        raise AssertionError("the transaction log was read")
+
+    monkeypatch.setattr(shop_db.storage, "iterator", no_log, raising=False)
+    records = applied_records(shop_db)
+    for migration in result.migrations:
+        assert records[migration.revision]["tid_after"] == migration.report.tid_after
+    assert records["0003"]["tid_after"] is not None
+    assert int(records["0003"]["tid_after"], 16) > int(records["0002"]["tid_after"], 16)
+
+
+def test_start_up_checks_read_no_history(shop_db, migrations, monkeypatch):
+    """With nothing pending, ensure_current and upgrade read the bookkeeping, not the history."""
+    upgrade(shop_db, migrations)
+
+    def no_history(*args, **kw):
+        raise AssertionError("the history was read")
+
+    monkeypatch.setattr(shop_db.storage, "iterator", no_history, raising=False)
+    monkeypatch.setattr(shop_db.storage, "history", no_history, raising=False)
+    for mode in ("upgrade", "verify"):
+        assert ensure_current(shop_db, migrations, mode=mode).revisions == []
+    assert ensure_current(shop_db, migrations, mode="minimum", minimum="0002").revisions == []
+    assert upgrade(shop_db, migrations).revisions == []
+
+
 def test_runner_works_on_a_reopened_file_storage(tmp_path, migrations):
     """Records survive closing and reopening the FileStorage."""
     path = str(tmp_path / "Data.fs")

@@ -7,6 +7,9 @@ stored inline). Only those records are decoded, migrated as plain state -- the
 record's own object and the objects stored inline in it --, encoded and, when
 something in them changed, written into the patch connection's savepoint storage, a
 temporary file the connection copies into the storage when the transaction commits.
+A record that only renames change is not even decoded: the class names are rewritten
+in its bytes, where :class:`~dsustore.storage.pickles.GlobalRenamer` can show that is
+exact (:meth:`MigrationPass._rename_in_bytes`).
 Nothing is committed here, the running application keeps using the old state, and
 memory holds one record at a time plus the storage's own per-transaction index.
 Once the walk is done, and before anything commits, the pass refuses operations on
@@ -56,7 +59,7 @@ from ..storage.connections import (
     savepoint_store,
     set_reader,
 )
-from ..storage.pickles import fingerprint
+from ..storage.pickles import GlobalRenamer, fingerprint, is_plain
 from ..storage.savepoints import FrozenStore
 from ..storage.spool import ScanSpool
 from .checks import check_classes
@@ -103,6 +106,8 @@ class _Plan:
     #: (decided at the first record: see RecordCodec.name_to_write)
     write_as: str | None = None
     decided: bool = False
+    #: whether an operation may read a record's old view
+    reads_old: bool = False
 
 
 @dataclass
@@ -177,6 +182,9 @@ class MigrationPass(Context):
                                 if not op.merge and op.new_name not in self._sources}
         self.removed = {op.class_name for op in operations if isinstance(op, RemoveClass)}
         self.codec = RecordCodec(connection, self.renames, removed=self.removed)
+        self._renamer = GlobalRenamer(self.renames)
+        #: per class name a record holds: whether it imports (see _rename_in_bytes)
+        self._importable: dict[tuple[str, str], bool] = {}
         self.old_codec = RecordCodec(old_connection, {**(old_renames or {}), **self.renames},
                                      prefer_stored=True)
         self._plain_codec: RecordCodec | None = None
@@ -239,6 +247,7 @@ class MigrationPass(Context):
 
     def run(self) -> PassResult:
         tmp = savepoint_store(self.conn)
+        self._store = tmp.store
         index = tmp.index
         frozen = self.frozen
         stage_start = tmp.position
@@ -291,15 +300,22 @@ class MigrationPass(Context):
             records = self.adapter.current_records(at=self.at, view=self.conn)
             if spool is not None:
                 records = spool.keep(records)
+        if frozen is None:  # the first stage: the records as stored
+            return records
+        return self._as_left(records, frozen)
+
+    @staticmethod
+    def _as_left(records: Iterable[tuple[bytes, bytes, bytes]],
+                 frozen: FrozenStore) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """``records`` as the earlier stages left them, then the objects they created."""
         for oid, tid, data in records:
-            if frozen is not None and oid in frozen:
+            if oid in frozen:
                 data, tid = frozen.load(oid)
             yield oid, tid, data
-        if frozen is not None:  # objects earlier stages created exist only in the savepoint
-            for oid in frozen.created:
-                if oid in frozen:
-                    data, tid = frozen.load(oid)
-                    yield oid, tid, data
+        for oid in frozen.created:  # objects earlier stages created exist only in the savepoint
+            if oid in frozen:
+                data, tid = frozen.load(oid)
+                yield oid, tid, data
 
     def migrate_record(self, oid: bytes, tid: bytes, data: bytes, original: bytes) -> bytes | None:
         """The record this stage makes of ``data`` (``original``: its state before the
@@ -316,9 +332,38 @@ class MigrationPass(Context):
         hits = self._scan(data) if self._needles else 0
         if plan.ops is None and not hits & _DECODE:
             return None
-        written = self._migrate(oid, tid, data, original, plan, hits)
+        written = None
+        if not plan.ops and not hits & _WALK and self._renamer.usable:
+            written = self._rename_in_bytes(data, plan, hits)
+        if written is None:
+            written = self._migrate(oid, tid, data, original, plan, hits)
         if written is not None:
             self.result.records_rewritten += 1
+        return written
+
+    def _rename_in_bytes(self, data: bytes, plan: _Plan, hits: int) -> bytes | None:
+        """A record only renames change (its class, or the classes its references and
+        inline objects name), rewritten in its bytes; None when it must be decoded.
+
+        The record is what decoding and encoding it again would write; the one thing the
+        encoder would also see -- a reference to a class that does not import, which a
+        system validation reports -- sends the record to the decoder instead."""
+        found = self._renamer.rename(data)
+        if found is None:
+            return None
+        written, names = found
+        importable = self._importable
+        for module, name in names:
+            known = importable.get((module, name))
+            if known is None:
+                known = importable[(module, name)] = not _is_broken(
+                    self.codec.find_global(module, name))
+            if not known:
+                return None
+        if plan.renamed:
+            self.result.migrated[plan.new_name] += 1
+        elif plan.ops is None:
+            self.result.references_rewritten += 1
         return written
 
     def _scan(self, data: bytes) -> int:
@@ -353,7 +398,8 @@ class MigrationPass(Context):
         ops = [op for op in self.operations if matches(op, stored, new, klass)]
         removed = stored in self.removed or new in self.removed
         return _Plan(stored, new, klass, ops if ops or new != stored else None, removed,
-                     renamed=new != stored, merging=stored in self._unasked_merges)
+                     renamed=new != stored, merging=stored in self._unasked_merges,
+                     reads_old=any(op.reads_old() for op in ops))
 
     def _migrate(self, oid: bytes, tid: bytes, data: bytes, original: bytes, plan: _Plan,
                  hits: int) -> bytes | None:
@@ -367,7 +413,7 @@ class MigrationPass(Context):
         if plan.ops:
             klass: Any = class_of_meta(meta)
             inst = StoredInstance(oid, tid, plan.stored_name, klass, meta, state,
-                                  lambda: self.old_codec.decode(original)[1])
+                                  self._old_loader(plan, data, original, state))
             status = self._apply(plan.ops, inst, plan.stored_name, oid)
             for op in plan.ops:
                 problem = op.broken_promise(inst)
@@ -402,6 +448,21 @@ class MigrationPass(Context):
         if plan.ops is None and hits & _REWRITE:
             self.result.references_rewritten += 1
         return written
+
+    def _old_loader(self, plan: _Plan, data: bytes, original: bytes, state: Any) -> Callable[[], Any]:
+        """How the old view of a record gets its fields, only if a policy reads them.
+
+        A record this stage starts from as stored whose state is plain values (no
+        reference, no object) reads the same through either namespace: its old view is
+        a copy of the decoded state taken before the operations change it, instead of a
+        second decode. Any other is decoded through the old namespace on first read.
+        """
+        if plan.reads_old and (data is original or data == original) and is_plain(state):
+            old = {key: list(value) if type(value) is list else value
+                   for key, value in state.items()}
+            return lambda: old
+        old_codec = self.old_codec
+        return lambda: old_codec.decode(original)[1]
 
     def _apply(self, ops: list[Operation], inst: Any, class_name: str, oid: bytes) -> bool | None:
         """Run ``ops`` on one instance: True if one changed it, None if one may have."""
@@ -536,9 +597,8 @@ class MigrationPass(Context):
                 f"{why}", operation=operation or None, class_name=class_name)
 
     def _write(self, oid: bytes, tid: bytes, data: bytes) -> None:
-        savepoint_store(self.conn).store(oid, tid, data, "", None)
-        broken = self.codec.take_broken_references()
-        if broken:
+        self._store(oid, tid, data, "", None)
+        if self.codec.take_broken_references():
             self.result.broken_references.append(oid)
 
     # -- batches --------------------------------------------------------------
@@ -669,6 +729,10 @@ def catch_up(passes: list[MigrationPass], adapter: StorageAdapter, changed: Iter
 
 def _failure_count(result: PassResult) -> int:
     return sum(map(len, result.promise_failures.values())) + len(result.broken_references)
+
+
+def _is_broken(found: Any) -> bool:
+    return isinstance(found, type) and issubclass(found, Broken)
 
 
 def _dotted(kind: type) -> str:

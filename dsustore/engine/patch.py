@@ -403,7 +403,10 @@ class Patch:
         caught_up, since = self._catch_up_while_running(passes, user_changed)
         with (self.commit_gate() if self.commit_gate else nullcontext()), \
                 (self.hold_writes() if self.hold_writes else nullcontext()):
-            report.caught_up = caught_up + self._catch_up(passes, user_changed, since)[0]
+            count, upto = self._catch_up(passes, user_changed, since)
+            report.caught_up = caught_up + count
+            if passes:  # every record is migrated from its state as of upto, or later
+                savepoint_store(conn).serials_upto = upto
             self._close_stage_views()  # their copies of the savepoint index are not needed now
             tm.commit()
             report.committed = True

@@ -16,7 +16,7 @@ from ZODB import broken
 from ZODB.utils import get_pickle_metadata
 
 from ..storage.connections import persistent_load
-from ..storage.pickles import Name, RecordWriter, decode
+from ..storage.pickles import Name, RecordReader, RecordWriter
 from .classes import resolve, split_name
 
 Renames = Mapping[tuple[str, str], tuple[str, str]]
@@ -72,6 +72,7 @@ class RecordCodec:
         self._prefer_stored = prefer_stored
         self._factory = connection.db().classFactory
         self._load: Callable[[Any], Any] | None = None  # the connection's, once it decodes
+        self._reader = RecordReader(self.find_global, self._persistent_load)
         #: per reference of the record last decoded, the class it named where the
         #: connection's cache holds the object under another (the writer keeps the name)
         self._ref_classes: dict[bytes, type] = {}
@@ -122,7 +123,7 @@ class RecordCodec:
         self._ref_classes.clear()
         if self._load is None:
             self._load = persistent_load(self._connection)
-        return decode(data, self.find_global, self._persistent_load)
+        return self._reader.decode(data)
 
     def written_name(self, klass: type) -> str:
         """The dotted name the records this codec writes give ``klass``."""

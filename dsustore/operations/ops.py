@@ -70,6 +70,10 @@ class Operation:
         return tuple(name for name in self.classes_named()
                      if resolve(name) is None and not stored(name))
 
+    def reads_old(self) -> bool:
+        """Whether applying it may read the instance's old view (``inst.old``)."""
+        return self.per_instance
+
     def prepare(self, ctx: Context) -> None:
         """Class-level checks and work, before any instance is migrated."""
 
@@ -97,7 +101,8 @@ def _set_field(inst: Instance, policy: MigrationPolicy, name: str | None,
         had = name in fields
         if keep_existing and had:
             return False
-        fields[name] = policy.value(inst.old, None, ctx.old_ns, ctx.new_ns)
+        old = inst.old if policy.reads_old else None  # no view for a value that ignores it
+        fields[name] = policy.value(old, None, ctx.old_ns, ctx.new_ns)
         return None if had else True
     if keep_existing and name is not None and name in inst.fields:
         return False
@@ -229,6 +234,9 @@ class AddField(Operation):
     def reverse(self) -> Operation | None:
         return RemoveField(self.class_name, self.field)
 
+    def reads_old(self) -> bool:
+        return getattr(self.policy, "reads_old", True)
+
     def apply(self, inst: Instance, ctx: Context) -> bool | None:
         return _set_field(inst, self.policy, self.field, ctx, keep_existing=self.keep_existing)
 
@@ -247,6 +255,9 @@ class RemoveField(Operation):
 
     def describe(self) -> str:
         return f"remove_field({self.class_name}, {self.field!r})"
+
+    def reads_old(self) -> bool:
+        return False
 
     def apply(self, inst: Instance, ctx: Context) -> bool | None:
         fields = inst.fields
@@ -280,6 +291,9 @@ class RenameField(Operation):
 
     def reverse(self) -> Operation | None:
         return RenameField(self.class_name, self.new, self.old)
+
+    def reads_old(self) -> bool:
+        return False
 
     def apply(self, inst: Instance, ctx: Context) -> bool | None:
         fields = inst.fields

@@ -65,6 +65,8 @@ class FieldPolicy(MigrationPolicy):
     field: str | None = None
     #: whether :meth:`value` looks at ``new``; when not, the object is never built
     needs_new: bool = True
+    #: whether :meth:`value` looks at ``old``; when not, no old view is prepared
+    reads_old: bool = True
 
     def value(self, old: Any, new: Any, old_ns: Any, new_ns: Any) -> Any:
         raise NotImplementedError
@@ -87,6 +89,7 @@ class Constant(FieldPolicy):
     """The same value for every object."""
 
     needs_new = False
+    reads_old = False
 
     def __init__(self, value: Any, field: str | None = None) -> None:
         self.constant = value
@@ -103,6 +106,7 @@ class Factory(FieldPolicy):
     """A fresh value per object, from a callable taking no argument (``list``, ``dict``)."""
 
     needs_new = False
+    reads_old = False
 
     def __init__(self, make: Callable[[], Any], field: str | None = None) -> None:
         self.make = make

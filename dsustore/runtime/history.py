@@ -2,9 +2,10 @@
 
 An applied record is a plain dict, written in the same transaction as the migration
 it describes. Its ``tid_after`` cannot be known inside that transaction, so it is
-stored as None and filled in on read by :func:`applied_records`, which finds the
-migration's own transaction in the storage history (the first dsustore transaction
-after ``tid_before`` whose description names the revision).
+stored as None and filled in on read by :func:`applied_records`: the migration's
+transaction is the first one after ``tid_before`` that wrote the bookkeeping object
+as a migration (every migration writes it), so only that object's own revisions are
+read, never the transaction log, and start-up checks read none at all.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ZODB.utils import repr_to_oid, tid_repr
 from ..engine.bookkeeping import bookkeeping
 from ..storage import adapter_for
 from ..storage.connections import private_connection, reading
-from ..storage.transactions import mark, marks_of
+from ..storage.transactions import mark
 
 
 def applied_revisions(db: Any) -> set[str]:
@@ -32,28 +33,43 @@ def applied_revisions(db: Any) -> set[str]:
 
 
 def applied_records(db: Any, *, tids: bool = True) -> dict[str, dict[str, Any]]:
-    """Copies of the applied records, with ``tid_after`` filled in from the history
-    (unless ``tids`` is false: that reads the transaction log)."""
+    """Copies of the applied records, with ``tid_after`` filled in (unless ``tids`` is
+    false) from the bookkeeping object's own revisions."""
     with reading(db) as root:
         bk = bookkeeping(root)
         records = {rev: dict(rec) for rev, rec in bk.applied.items()} if bk is not None else {}
-    if not tids:
+        bk_oid = bk._p_oid if bk is not None else None
+    if not tids or bk_oid is None:
         return records
-    for rev, rec in records.items():
-        if rec.get("tid_after") is None and rec.get("tid_before") and rec.get("direction") == "upgrade":
-            rec["tid_after"] = migration_tid(db, rev, rec["tid_before"])
+    found: dict[str, str | None] = {}  # tid_before -> tid_after (one run: one lookup)
+    for rec in records.values():
+        before = rec.get("tid_before")
+        if rec.get("tid_after") is None and before and rec.get("direction") == "upgrade":
+            if before not in found:
+                found[before] = _migration_after(db, bk_oid, before)
+            rec["tid_after"] = found[before]
     return records
 
 
 def migration_tid(db: Any, revision: str, tid_before: str) -> str | None:
     """The tid of the transaction that applied ``revision`` (None if not found)."""
-    wanted = transaction_description(revision, "upgrade").encode("utf-8") + b":"
-    for txn in adapter_for(db).transactions_after(repr_to_oid(tid_before)):
-        description = txn.description
+    with reading(db) as root:
+        bk = bookkeeping(root)
+        bk_oid = bk._p_oid if bk is not None else None
+    return _migration_after(db, bk_oid, tid_before) if bk_oid is not None else None
+
+
+def _migration_after(db: Any, bk_oid: bytes, tid_before: str) -> str | None:
+    """The first migration transaction after ``tid_before``: the migration that started
+    from it (the migration lock lets no other run in between), found among the
+    bookkeeping object's revisions, which every migration writes."""
+    wanted = b"dsustore migration "
+    for rev in adapter_for(db).revisions_after(bk_oid, repr_to_oid(tid_before)):
+        description = rev.get("description") or b""
         if isinstance(description, str):
             description = description.encode("utf-8")
-        if description.startswith(wanted) or revision in (marks_of(txn).get("stages") or ()):
-            return tid_repr(txn.tid)
+        if description.startswith(wanted) and not description.split(b":")[0].endswith(b" downgrade"):
+            return tid_repr(rev["tid"])
     return None
 
 

@@ -135,6 +135,27 @@ class StorageAdapter:
             for txn in iterator:  # noqa: UP028
                 yield txn
 
+    def revisions_after(self, oid: bytes, tid: bytes) -> list[dict[str, Any]]:
+        """The revisions of one object committed after ``tid``, oldest first, as the
+        storage's ``history`` describes them (``tid``, ``description``...).
+
+        Only that object's own revisions are read, newest first, until one at or before
+        ``tid``: the cost is the object's revisions since, not the transaction log. A
+        storage keeping no history gives the current revision only.
+        """
+        self.last_committed()  # an MVCC storage reads history as of what it last heard of
+        size = 8
+        while True:
+            try:
+                found = list(self.storage.history(oid, size=size))
+            except Exception:  # no such object, or a storage without history
+                return []
+            after = [rev for rev in found if rev["tid"] > tid]
+            if len(after) < len(found) or len(found) < size:
+                after.reverse()
+                return after
+            size *= 8
+
     def changed_since(self, tid: bytes, upto: bytes | None = None) -> list[bytes] | None:
         """Oids written by transactions after ``tid`` up to ``upto`` (a committed one);
         None when the storage cannot say."""
@@ -158,10 +179,12 @@ class StorageAdapter:
     def prefetch(self, oids: list[bytes]) -> None:
         """Ask for ``oids`` ahead of loading them one by one (where loads are round trips)."""
 
-    def streaming_store(self) -> Any:
+    def streaming_store(self, upto: bytes | None = None) -> Any:
         """What stores the records of a large commit in bulk, where storing each on its own
-        costs a message (``store`` and ``flush(transaction)`` once all are stored); None
-        where the storage's own ``store`` is the way."""
+        costs a message or a lock (``store``, ``flush(transaction)`` once all are stored,
+        ``finish()`` as the transaction finishes); None where the storage's own ``store``
+        is the way. ``upto``: the caller vouches that every record's serial is its
+        object's committed tid as of that transaction, unless written after it."""
         return None
 
     # -- reading ------------------------------------------------------------------

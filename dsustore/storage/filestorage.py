@@ -11,10 +11,13 @@ here is ZODB's documented FileStorage format (``ZODB.FileStorage.format``).
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any
 
+from BTrees.fsBTree import fsBucket
 from ZODB.FileStorage import FileStorage
 from ZODB.fsIndex import fsIndex
 from ZODB.utils import u64, z64
@@ -48,6 +51,13 @@ class FileStorageAdapter(StorageAdapter):
 
     def oid_index(self) -> Container[bytes] | None:
         return self.storage._index  # kept in memory by the storage anyway
+
+    def streaming_store(self, upto: bytes | None = None) -> TransactionAppender | None:
+        """A chunked append into the transaction being committed, where the serials are
+        vouched for; the storage's own ``store`` otherwise."""
+        if upto is not None and TransactionAppender.usable(self.storage):
+            return TransactionAppender(self.storage, upto)
+        return None
 
     def current_records(self, *, at: bytes | None = None, view: Any = None) -> Iterator[Record]:
         """Read the data file in order, keeping each record the index points at.
@@ -133,6 +143,158 @@ class FileStorageAdapter(StorageAdapter):
                     return end
                 end = start
         return end
+
+
+class TransactionAppender:
+    """Stores records into the transaction a FileStorage is committing, as its ``store``
+    does, a chunk at a time: per record one index look-up and one header, per chunk one
+    write, where ``store`` locks, reads the object's current record back to check its
+    serial and writes twice for every record.
+
+    The caller vouches for the serials as of ``upto``: every record's serial is its
+    object's committed tid unless the object was written after that transaction (a patch
+    caught up to it). A record of an object written after it goes through ``store``
+    itself, which checks the serial and resolves or reports the conflict.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, fs: FileStorage, upto: bytes) -> None:
+        self._fs = fs
+        self._end = FileStorageAdapter(fs)._end_of(upto)
+        self._position_of = _index_reader(fs._index)
+        self._tindex = fs._tindex = _TransactionIndex(fs, fs._tindex)
+        self._tid = fs._tid
+        self._tloc = fs._pos
+        self._base = fs._pos + fs._thl  # where the transaction's records begin in the file
+        self._offset = fs._tfile.tell()
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._max_oid = fs._oid
+
+    @classmethod
+    def usable(cls, fs: Any) -> bool:
+        """Whether ``fs`` is a FileStorage committing a transaction without a quota."""
+        return (isinstance(fs, FileStorage) and fs._transaction is not None
+                and fs._quota is None)
+
+    def store(self, oid: bytes, serial: bytes, data: bytes, version: str, transaction: Any) -> None:
+        old = self._position_of(oid) or 0
+        if old >= self._end:  # written after ``upto``: let the storage check the serial
+            self._write()
+            self._fs.store(oid, serial, data, version, transaction)
+            self._offset = self._fs._tfile.tell()
+            return
+        if oid > self._max_oid:
+            self._max_oid = oid
+        size = len(data)
+        self._tindex[oid] = self._base + self._offset + self._size
+        self._parts.append(_DATA_HEADER.pack(oid, self._tid, old, self._tloc, 0, size))
+        self._parts.append(data)
+        self._size += 42 + size
+        if self._size >= self.CHUNK:
+            self._write()
+
+    def _write(self) -> None:
+        if self._parts:
+            fs = self._fs
+            with fs._lock:
+                fs._tfile.write(b"".join(self._parts))
+            self._offset += self._size
+            self._parts, self._size = [], 0
+
+    def finish(self) -> None:
+        """The transaction is being finished (the storage's lock is held): its records go
+        into the storage's index at once, before the storage would add them one by one."""
+        self._tindex.move_into(self._fs._index)
+
+    def flush(self, transaction: Any = None) -> None:
+        """Write what is left, and make new oids known to the storage."""
+        self._write()
+        fs = self._fs
+        with fs._lock:
+            if self._max_oid > fs._oid:
+                fs.set_max_oid(self._max_oid)
+
+
+class _TransactionIndex:
+    """Where the records of the transaction a FileStorage commits lie, 16 bytes a record.
+
+    FileStorage keeps this index (its ``_tindex``) as a dict, about 120 bytes a record:
+    for an update of every object that is the largest thing in memory at the commit.
+    This one is an array of oids and one of positions, in the order stored (the last
+    position of an oid counts, as in the dict); the storage only sets entries, reads
+    them all into its index when the transaction finishes, and clears it -- at which
+    point it gets a plain dict back for its next transactions.
+    """
+
+    def __init__(self, fs: FileStorage, entries: dict[bytes, int]) -> None:
+        self._fs = fs
+        self._oids = bytearray()
+        self._positions = array("Q")
+        for oid, position in entries.items():
+            self[oid] = position
+
+    def __setitem__(self, oid: bytes, position: int) -> None:
+        if len(oid) != 8:
+            raise ValueError(f"oid {oid!r} is not 8 bytes")
+        self._oids += oid
+        self._positions.append(position)
+
+    def get(self, oid: bytes, default: Any = None) -> Any:
+        oids = self._oids
+        at = oids.rfind(oid)
+        while at >= 0 and at % 8:
+            at = oids.rfind(oid, 0, at + 7)
+        return self._positions[at // 8] if at >= 0 else default
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def items(self) -> Iterator[tuple[bytes, int]]:
+        oids = self._oids
+        for number, position in enumerate(self._positions):
+            yield bytes(oids[number * 8:number * 8 + 8]), position
+
+    def update(self, entries: Any) -> None:
+        for oid, position in entries.items():
+            self[oid] = position
+
+    def move_into(self, index: Any) -> None:
+        """Put every entry into the storage's index (an ``fsIndex``), one index bucket at a
+        time, and keep none: what ``fsIndex.update`` does one entry at a time."""
+        if not isinstance(index, fsIndex) or not self._positions:
+            return
+        oids = bytes(self._oids)
+        positions = array("Q", self._positions)
+        if sys.byteorder == "little":
+            positions.byteswap()
+        values = positions.tobytes()  # big-endian: an fsIndex value is its last six bytes
+        buckets = index._data
+        run: list[tuple[bytes, bytes]] = []
+        prefix = b""
+        for at in range(0, len(oids), 8):
+            here = oids[at:at + 6]
+            if here != prefix:
+                if run:
+                    _bucket(buckets, prefix).update(run)
+                run, prefix = [], here
+            run.append((oids[at + 6:at + 8], values[at + 2:at + 8]))
+        _bucket(buckets, prefix).update(run)
+        self._oids, self._positions = bytearray(), array("Q")
+
+    def clear(self) -> None:
+        """The transaction is over (finished or aborted): the storage gets its dict back."""
+        self._oids, self._positions = bytearray(), array("Q")
+        self._fs._tindex = {}
+
+
+def _bucket(buckets: Any, prefix: bytes) -> Any:
+    """The fsIndex bucket of the oids starting with ``prefix``, made if it is new."""
+    bucket = buckets.get(prefix)
+    if bucket is None:
+        bucket = buckets[prefix] = fsBucket()
+    return bucket
 
 
 def _index_reader(index: Any) -> Callable[[bytes], int | None]:

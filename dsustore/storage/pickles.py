@@ -26,6 +26,7 @@ from typing import Any
 
 from persistent import Persistent
 from ZODB._compat import PersistentUnpickler, Pickler, _protocol
+from ZODB._compat import Unpickler as _Unpickler
 from ZODB.broken import Broken
 from ZODB.serialize import ObjectWriter
 
@@ -36,6 +37,79 @@ def decode(data: bytes, find_global: Callable[[str, str], Any],
     unpickler = PersistentUnpickler(find_global, persistent_load, BytesIO(data))
     classmeta = unpickler.load()
     return classmeta, unpickler.load()
+
+
+class RecordReader:
+    """Decodes records one after another with one of ZODB's unpicklers, so that each record
+    does not pay for making one (what :func:`decode` does for a single record)."""
+
+    def __init__(self, find_global: Callable[[str, str], Any],
+                 persistent_load: Callable[[Any], Any]) -> None:
+        self._find_global = find_global
+        self._persistent_load = persistent_load
+        self._busy = False
+        self._feed = _Feed()
+        self._unpickler = PersistentUnpickler(find_global, persistent_load, self._feed)
+
+    def decode(self, data: bytes) -> tuple[Any, Any]:
+        """(class metadata, state) of a record."""
+        if self._busy:  # decoding a record leads to decoding another: a fresh unpickler
+            return decode(data, self._find_global, self._persistent_load)
+        self._busy = True
+        unpickler = self._unpickler
+        self._feed.start(data)
+        try:
+            return unpickler.load(), unpickler.load()
+        except BaseException:  # it may be left part-way through the record
+            self._feed = _Feed()
+            self._unpickler = PersistentUnpickler(self._find_global, self._persistent_load,
+                                                  self._feed)
+            raise
+        finally:
+            unpickler.memo.clear()  # holds the record's objects otherwise
+            self._busy = False
+
+
+class _Feed:
+    """Records as the file an unpickler reads, one after another.
+
+    The C unpickler reads a ``BytesIO`` with a call per opcode; a file that can
+    ``peek`` is read a buffer at a time, here the whole record at once: a small
+    record decodes about twice as fast.
+    """
+
+    __slots__ = ("data", "position")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.position = 0
+
+    def start(self, data: bytes) -> None:
+        """Read ``data`` from its beginning next."""
+        self.data = data
+        self.position = 0
+
+    def peek(self, size: int = 0) -> bytes:
+        return self.data[self.position:]
+
+    def read(self, size: int = -1) -> bytes:
+        start = self.position
+        end = len(self.data) if size < 0 else min(start + size, len(self.data))
+        self.position = end
+        return self.data[start:end]
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        chunk = self.read(len(view))
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+    def readline(self) -> bytes:
+        start = self.position
+        end = self.data.find(b"\n", start)
+        end = len(self.data) if end < 0 else end + 1
+        self.position = end
+        return self.data[start:end]
 
 
 _PLAIN = frozenset({str, int, float, bool, bytes, list, dict, tuple, set, type(None)})
@@ -251,6 +325,210 @@ class _NamingPickler(_PythonPickler):
             return
         self.write(global_opcode(named))
         self.memoize(obj)
+
+
+class GlobalRenamer:
+    """Renames classes in a record's bytes: each ``GLOBAL`` opcode naming an old class is
+    rewritten to name the new one, and nothing else changes.
+
+    A class a record names -- its own, in the class metadata, and those of the objects
+    its references point at or it holds inline -- is written once per record as a
+    ``GLOBAL`` opcode (``c module\\n name\\n``) and memoized, so renaming the class
+    is replacing those bytes: the record is then byte for byte what decoding it,
+    renaming and encoding it again writes, without either. :meth:`rename` does it only
+    where it can show that every place holding the old name is such an opcode and not
+    string data, and that no other form of the name is there (a reference by name, an
+    ``INST`` or ``STACK_GLOBAL`` opcode, a copyreg extension code); otherwise it
+    answers None and the caller decodes the record.
+    """
+
+    def __init__(self, renames: dict[Name, Name]) -> None:
+        sources, targets = set(renames), set(renames.values())
+        #: renaming in bytes is exact only when no target is renamed too (a swap) and no
+        #: old name is a copyreg extension (written as a code, not a name)
+        self.usable = bool(renames) and not sources & targets and not any(
+            name in copyreg._extension_registry for name in sources)  # type: ignore[attr-defined]
+        self._renames = [(source, _key(source), b"c" + _key(target), source[1].encode("utf-8"),
+                          _string_forms(source[1])) for source, target in renames.items()]
+        self._targets = [b"c" + _key(target) for target in targets]
+        self._one = self._renames[0] if len(self._renames) == 1 else None
+        self._feed = _Feed()
+        self._lister = _name_lister(self._feed)
+
+    def rename(self, data: bytes) -> tuple[bytes, list[Name]] | None:
+        """``data`` with the old names' ``GLOBAL`` opcodes renamed, and the classes the
+        record names besides them (as far as it had to be decoded to be sure: a record
+        holding no persistent reference is not); None where bytes alone cannot do it."""
+        if len(data) < 8 or data[0] != 0x80 or not 2 <= data[1] <= 3 or b"\x93" in data:
+            return None  # other protocols; a STACK_GLOBAL could name a class
+        if self._one is not None:  # one rename, the name once: most records, fewer steps
+            source, key, replacement, name, forms = self._one
+            at = data.find(key)
+            if (at > 0 and data.find(key, at + 1) < 0 and data[at - 1] == 0x63
+                    and self._targets[0] not in data):
+                if data.count(name) != 1:  # the name elsewhere too: maybe a reference by name
+                    for form in forms:
+                        if form in data:
+                            return None
+                end = at + len(key)
+                if at == 3 and data[end:end + 3] == b"q\x00." and data.find(b"Q", end + 3) < 0 \
+                        and data.find(b"P", end + 3) < 0:  # see _meta_only
+                    return data[:2] + replacement + data[end:], []
+                listed = self._names(data)
+                if listed is None or listed.count(source) != 1:
+                    return None  # undecodable, or the match is string data
+                return data[:at - 1] + replacement + data[end:], [n for n in listed if n != source]
+        for target in self._targets:
+            if target in data:
+                return None  # a merge: the re-encoded record memoizes the two as one class
+        edits: list[tuple[int, int, bytes]] = []
+        counts: dict[Name, int] = {}
+        find = data.find
+        for source, key, replacement, name, forms in self._renames:
+            at = find(key)
+            if at < 0:
+                continue
+            count = 0
+            while at >= 0:
+                if data[at - 1] != 0x63:  # not preceded by GLOBAL's "c"
+                    return None
+                edits.append((at - 1, len(key) + 1, replacement))
+                count += 1
+                at = find(key, at + 1)
+            if data.count(name) != count:  # the name elsewhere too: maybe a reference by name
+                for form in forms:
+                    if form in data:
+                        return None
+            counts[source] = count
+        if not edits:
+            return None
+        names: list[Name] = []
+        first = edits[0]
+        if len(edits) > 1 or first[0] != 2 or not _meta_only(data, first[1]):
+            listed = self._names(data)
+            if listed is None:
+                return None
+            for source, count in counts.items():
+                if listed.count(source) != count:
+                    return None  # a match that is not an opcode (string data)
+            names = [name for name in listed if name not in counts]
+        if len(edits) == 1:
+            start, length, replacement = first
+            return data[:start] + replacement + data[start + length:], names
+        edits.sort()
+        parts: list[bytes] = []
+        position = 0
+        for start, length, replacement in edits:
+            if start < position:
+                return None
+            parts.append(data[position:start])
+            parts.append(replacement)
+            position = start + length
+        parts.append(data[position:])
+        return b"".join(parts), names
+
+    def _names(self, data: bytes) -> list[Name] | None:
+        """:func:`global_names`, with one unpickler for all the records this renamer reads."""
+        lister = self._lister
+        self._feed.start(data)
+        names: list[Name] = []
+        lister.names = names
+        try:
+            lister.load()
+            lister.load()
+        except Exception:
+            # the unpickler may be left half-way through a record: the next gets a new one
+            self._feed = _Feed()
+            self._lister = _name_lister(self._feed)
+            return None
+        finally:
+            lister.memo.clear()
+        return names
+
+
+def _key(name: Name) -> bytes:
+    return name[0].encode("utf-8") + b"\n" + name[1].encode("utf-8") + b"\n"
+
+
+def _string_forms(name: str) -> tuple[bytes, ...]:
+    """How a class name is written as a string (a reference naming its class by name)."""
+    raw = name.encode("utf-8")
+    size = len(raw)
+    forms = [b"X" + size.to_bytes(4, "little") + raw, b"T" + size.to_bytes(4, "little") + raw,
+             b"V" + raw + b"\n", b"S'" + raw + b"'"]
+    if size < 256:
+        forms += [b"\x8c" + bytes([size]) + raw, b"U" + bytes([size]) + raw]
+    return tuple(forms)
+
+
+def _occurrences(data: bytes, key: bytes) -> list[int]:
+    """Every position of ``key`` in ``data``, overlapping ones included."""
+    found = []
+    at = data.find(key)
+    while at >= 0:
+        found.append(at)
+        at = data.find(key, at + 1)
+    return found
+
+
+def _meta_only(data: bytes, length: int) -> bool:
+    """Whether a record whose class metadata is the ``GLOBAL`` at its start (``length``
+    bytes) holds no persistent reference: the metadata is that class alone, and its
+    state has no byte of the opcodes that load one (``BINPERSID``, ``PERSID``)."""
+    end = 2 + length
+    return (data[end:end + 3] == b"q\x00." and data.find(b"Q", end + 3) < 0
+            and data.find(b"P", end + 3) < 0)
+
+
+class _Placeholder:
+    """What a record's names stand for while they are listed: takes any arguments and state."""
+
+    def __new__(cls, *args: Any, **kw: Any) -> Any:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+
+class _NameLister(_Unpickler):
+    """An unpickler that builds nothing the record names: it lists the names instead."""
+
+    names: list[Name]
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.names.append((module, name))
+        return _Placeholder
+
+
+def _name_lister(file: Any) -> _NameLister:
+    lister = _NameLister(file)
+    lister.names = []
+    lister.persistent_load = id  # references are not followed
+    return lister
+
+
+def global_names(data: bytes) -> list[Name] | None:
+    """The (module, name) of every class or function the record's two pickles look up, in
+    order, one per lookup; None when the record does not decode."""
+    lister = _name_lister(BytesIO(data))
+    try:
+        lister.load()
+        lister.load()
+    except Exception:
+        return None
+    return lister.names
 
 
 def fingerprint(value: Any) -> bytes:

@@ -26,6 +26,7 @@ from . import adapter_for
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
 _HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
+_CHUNK = 1 << 20  # how much the store writes, and its drain reads, at once
 
 
 class AppendingTmpStore(TmpStore):
@@ -39,19 +40,34 @@ class AppendingTmpStore(TmpStore):
     def __init__(self, storage: Any) -> None:
         super().__init__(storage)
         self._at_end = True
+        #: records stored but not yet written: the file gets them a chunk at a time
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self.has_blobs = False
         #: positions of records a later store of the same oid replaced
         self.superseded: set[int] = set()
+        #: a transaction as of which every record's serial is its object's committed tid,
+        #: where the object was not written after it (a patch sets it when it has caught
+        #: up): the commit checks serials only for objects written later
+        self.serials_upto: bytes | None = None
+
+    def _write_pending(self) -> None:
+        """Write the stored records the file does not have yet, where they belong."""
+        if not self._pending:
+            return
+        if not self._at_end:
+            self._file.seek(self.position - self._pending_size)
+            self._at_end = True
+        self._file.write(b"".join(self._pending))
+        self._pending, self._pending_size = [], 0
 
     def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
+        self._write_pending()
         self._at_end = False
         return super().load(oid, version)
 
     def store(self, oid: bytes, serial: bytes | None, data: bytes, version: str,
               transaction: Any) -> bytes:
-        if not self._at_end:
-            self._file.seek(self.position)
-            self._at_end = True
         if serial is None:
             serial = b"\0" * 8
         if data.find(_BLOB_KEY, 0, 40) >= 0:
@@ -60,24 +76,39 @@ class AppendingTmpStore(TmpStore):
             header = _HEADER.pack(8, oid, serial, len(data))
         else:
             header = p64(len(oid)) + oid + serial + p64(len(data))
-        write = self._file.write
-        write(header)
-        write(data)
+        pending = self._pending
+        pending.append(header)
+        pending.append(data)
+        size = len(header) + len(data)
+        self._pending_size += size
         index = self.index
         previous = index.get(oid)
         if previous is not None:
             self.superseded.add(previous)
         index[oid] = position = self.position
-        self.position = position + len(header) + len(data)
+        self.position = position + size
+        if self._pending_size >= _CHUNK:
+            self._write_pending()
         return serial
 
     def storeBlob(self, *args: Any, **kw: Any) -> None:  # noqa: N802 (ZODB's name)
+        self._write_pending()
         self.has_blobs = True
         self._at_end = False
         super().storeBlob(*args, **kw)
 
+    def reset(self, position: int, index: dict[bytes, int], creating: Any) -> None:
+        """Roll back to a savepoint (ZODB's): what was stored since is cut off, and the
+        records it had replaced are current again."""
+        self._write_pending()
+        self._at_end = False
+        super().reset(position, index, creating)
+        live = set(self.index.values())
+        self.superseded = {at for at in self.superseded if at < position and at not in live}
+
     def read_at(self, position: int) -> tuple[bytes, bytes]:
         """(data, serial) of the record written at ``position``."""
+        self._write_pending()
         self._at_end = False
         self._file.seek(position)
         _oid, serial, data = _read_record(self._file.read)
@@ -93,21 +124,41 @@ class AppendingTmpStore(TmpStore):
         The index is dropped first: the storage builds its own index of the
         transaction from these records, and holding both at once would double
         the memory a large update needs at its commit. The file is read
-        sequentially, skipping the records a later store replaced.
+        sequentially, a chunk at a time, skipping the records a later store replaced.
         """
+        self._write_pending()
         self._file.flush()
         self._at_end = False
         end, superseded = self.position, self.superseded
         self.index = {}
         file = self._file
         file.seek(0)
-        read = file.read
-        position = 0
+        unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
+        buffer = b""
+        offset = 0  # of the buffer's next record
+        position = 0  # in the file
         while position < end:
-            oid, serial, data = _read_record(read)
+            if len(buffer) - offset < header_size:
+                buffer = buffer[offset:] + file.read(_CHUNK)
+                offset = 0
+            oid_size = u64(buffer[offset:offset + 8])
+            if oid_size != 8:  # another layout: read this record on its own
+                file.seek(position)
+                oid, serial, data = _read_record(file.read)
+                size = 24 + len(oid) + len(data)
+                buffer, offset = b"", 0
+                file.seek(position + size)
+            else:
+                _, oid, serial, length = unpack_from(buffer, offset)
+                size = header_size + length
+                if len(buffer) - offset < size:
+                    buffer = buffer[offset:] + file.read(max(_CHUNK, size))
+                    offset = 0
+                data = buffer[offset + header_size:offset + size]
+                offset += size
             if position not in superseded:
                 yield oid, serial, data
-            position += 24 + len(oid) + len(data)
+            position += size
 
 
 def _read_record(read: Any) -> tuple[bytes, bytes, bytes]:
@@ -157,7 +208,7 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
         conn._savepoint_storage = None
         try:
             conn._creating.update(src.creating)
-            store_record, stored = _record_store(conn._storage, len(src.index))
+            store_record, stored = _record_store(conn._storage, len(src.index), src.serials_upto)
             cache = conn._cache
             modified = conn._modified
             read_current = conn._readCurrent
@@ -194,25 +245,32 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
     return store
 
 
-def _record_store(instance: Any, count: int) -> tuple[Callable[..., Any], Callable[[Any], None]]:
-    """Where a large commit stores its records, so that memory does not grow per record twice;
-    and what to call once every record is stored (before the vote).
+def _record_store(instance: Any, count: int,
+                  upto: bytes | None) -> tuple[Callable[..., Any], Callable[[Any], None]]:
+    """Where a large commit stores its records, so that memory does not grow per record
+    twice and storing costs little per record; and what to call once every record is
+    stored (before the vote).
 
     ZODB's MVCC adapter keeps the oid of every stored record, to invalidate it in
     the process's other connections when the transaction finishes. For a large
     update that is a second per-record index next to the storage's own; here the
     records go to the storage underneath, and at the finish the other connections
     are told to drop their whole cache, which is what ZODB does when it cannot say
-    what changed (a ZEO reconnect). Smaller commits keep the precise path. A storage
-    whose adapter streams a large commit in bulk (ZEO: one message a record
-    otherwise) gets its records that way.
+    what changed (a ZEO reconnect). A storage whose adapter streams a large commit
+    in bulk gets its records that way (ZEO: one message a record otherwise;
+    FileStorage, when the patch vouches for the serials as of ``upto``: a chunk at a
+    time). Smaller commits keep the precise path.
     """
     if count < FULL_INVALIDATION_AT or not isinstance(instance, MVCCAdapterInstance):
         return instance.store, _stored
     finish = instance.tpc_finish
+    storage = instance._storage
+    streaming = adapter_for(storage).streaming_store(upto)
 
     def tpc_finish(transaction: Any, func: Any = lambda tid: None) -> Any:
         def invalidate_all(tid: bytes) -> None:
+            if streaming is not None:
+                streaming.finish()
             base = instance._base
             with base._lock:
                 others = [other for other in base._instances if other is not instance]
@@ -224,8 +282,6 @@ def _record_store(instance: Any, count: int) -> tuple[Callable[..., Any], Callab
         return finish(transaction, invalidate_all)
 
     instance.tpc_finish = tpc_finish
-    storage = instance._storage
-    streaming = adapter_for(storage).streaming_store()
     if streaming is not None:
         return streaming.store, streaming.flush
     return storage.store, _stored

@@ -154,7 +154,7 @@ class ZEOAdapter(StorageAdapter):
             return list(found[1])
         return super().changed_since(tid, upto)
 
-    def streaming_store(self) -> StreamingStore:
+    def streaming_store(self, upto: bytes | None = None) -> StreamingStore:
         return StreamingStore(self.storage)
 
     def change_recorder(self, conn: Any) -> ChangeRecorder:
@@ -251,6 +251,9 @@ class StreamingStore:
         if self._records:
             self._send(transaction)
         self._answers.clear()
+
+    def finish(self) -> None:
+        """Nothing is left to do as the transaction finishes."""
 
     def _send(self, transaction: Any) -> None:
         storage = self._storage
