@@ -1,13 +1,18 @@
 """Swapping live objects to their new classes and states after an update commits.
 
-Python has no ``become:``; what it has is ``__class__`` assignment and, for
-persistent objects, ghosting. ZODB already invalidates the objects an update wrote in
-every connection of the process, at that connection's next transaction boundary, so
-their next access reloads the new state. What ZODB does not do is change the class of
-an object it already has in a cache. The swapping reader closes that gap: whenever a
-connection reloads an object, it first gives the object the class its record names.
-It runs in the thread that owns the connection, at the moment ZODB would have loaded
-the state anyway, so no other thread's transaction sees a half-swapped object.
+Python has no ``become:``; what it has is class assignment and, for persistent
+objects, ghosting. ZODB already invalidates the objects an update wrote in every
+connection of the process, at that connection's next transaction boundary, so their
+next access reloads the new state. What ZODB does not do is change the class of an
+object it already has in a cache. Here every connection of the database, pooled or
+held open across transactions, does so at its next transaction boundary, in the
+thread that owns it: every object its cache holds, ghost or loaded, takes the class
+the code now has for it, in place -- every reference to it sees the new class,
+``type()`` and ``isinstance`` answer right without loading it -- and, where the code
+itself changed, loaded objects become ghosts so that values stored inside them are
+rebuilt from the new code when next read. Nothing in a transaction that is still
+running changes under it. A connection that reloads an object later (the swapping
+reader) gives it the class its record names.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from ZODB.serialize import ObjectReader
 
 from ..errors import DSUError
 from ..storage.connections import (
+    at_transaction_boundary,
     cache_of,
+    ghostify_unchanged,
     pooled_connections,
     reader_of,
     reset_cache,
-    reset_cache_on_next_open,
+    set_class,
     set_reader,
 )
 from .classes import resolve
@@ -58,48 +65,71 @@ class SwappingReader(ObjectReader):
         super().setGhostState(obj, pickle)
 
 
+class ClassPlan:
+    """Which class each class found in a cache becomes: the code's class of the same
+    name, or of the name a rename gives it. Worked out once per class, shared by every
+    connection of the process."""
+
+    def __init__(self, renames: Mapping[str, str] | None = None) -> None:
+        self.renames = dict(renames or {})
+        self._targets: dict[type, type | None] = {}
+
+    def target(self, klass: type) -> type | None:
+        """The class ``klass``'s instances take, or None when they keep it."""
+        try:
+            return self._targets[klass]
+        except KeyError:
+            pass
+        name = f"{klass.__module__}.{klass.__qualname__}"
+        found = resolve(self.renames.get(name, name))
+        target = found if found is not None and found is not klass else None
+        self._targets[klass] = target
+        return target
+
+
+def swap_cached_objects(conn: Any, plan: ClassPlan) -> int:
+    """Give every object ``conn``'s cache holds the class ``plan`` names, in place; the
+    number swapped. Call it between two of the connection's transactions only.
+
+    When any class changed, loaded objects become ghosts (values stored inside them
+    are rebuilt by the new code when next read). An object whose new class has
+    another layout cannot be swapped in place: the connection then starts with an
+    empty cache instead, as ZODB does for new code.
+    """
+    swapped = 0
+    stuck = None
+    for _oid, obj in cache_of(conn).items():
+        target = plan.target(type(obj))
+        if target is None:
+            continue
+        try:
+            set_class(obj, target)
+            swapped += 1
+        except TypeError as err:
+            stuck = f"{type(obj).__qualname__} cannot take its new class {target.__qualname__} " \
+                    f"in place ({err})"
+    if stuck is not None:
+        log.warning("%s; the connection starts with an empty cache", stuck)
+        reset_cache(conn)
+    elif swapped:
+        ghostify_unchanged(conn)
+    return swapped
+
+
 def swap_live_objects(db: Any, renames: Mapping[str, str] | None = None) -> int:
     """After a commit, make the objects the process holds take the classes of the code.
 
-    Every connection gets the swapping reader, so an object is swapped when ZODB
-    reloads it, in the thread that owns it. An idle (pooled) connection holding an
-    object whose class the code has replaced starts with an empty cache instead:
-    ghosting only those objects would leave them referenced, under their old class,
-    from containers that did not change (a BTree bucket), and writing such a
-    container would then name a class the code no longer has. Busy connections do
-    the same the next time they are opened (as ZODB's ``resetCaches`` does, for this
-    database's connections only). (Assigning ``__class__`` to a persistent object
-    outside a load would load or register it; a load is the one safe moment.)
-    Returns how many cached objects were dropped.
+    Every connection of ``db`` gets the swapping reader, and swaps its cached objects
+    at its next transaction boundary, in its own thread (see the module). Returns how
+    many connections will swap.
     """
-    renames = dict(renames or {})
-    connections, idle = pooled_connections(db)
-    current: dict[type, type | None] = {}
-    dropped = 0
-    any_stale = False
+    plan = ClassPlan(renames)
+    connections, _idle = pooled_connections(db)
     for conn in connections:
-        cache = cache_of(conn)
         if not isinstance(reader_of(conn), SwappingReader):
-            set_reader(conn, SwappingReader(conn, cache, db.classFactory))
-        stale = False
-        for _oid, obj in cache.items():
-            klass = type(obj)
-            if klass not in current:
-                name = f"{klass.__module__}.{klass.__qualname__}"
-                current[klass] = resolve(renames.get(name, name))
-            target = current[klass]
-            if target is not None and target is not klass:
-                stale = True
-                break
-        any_stale = any_stale or stale
-        if stale and id(conn) in idle:
-            dropped += len(cache)
-            reset_cache(conn)
-    if any_stale:  # the busy ones, when they are next opened
-        for conn in connections:
-            if id(conn) not in idle:
-                reset_cache_on_next_open(conn)
-    return dropped
+            set_reader(conn, SwappingReader(conn, cache_of(conn), db.classFactory))
+        at_transaction_boundary(conn, lambda conn: swap_cached_objects(conn, plan) >= 0)
+    return len(connections)
 
 
 def swap_objects(old_objects: Sequence[Any], new_objects: Sequence[Any]) -> None:

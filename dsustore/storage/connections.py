@@ -11,12 +11,12 @@ installed ZODB.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import transaction as transaction_module
-import ZODB.Connection
 from transaction.interfaces import NoTransaction
 
 
@@ -67,13 +67,62 @@ def reset_cache(conn: Any) -> None:
     conn._resetCache()
 
 
-def reset_cache_on_next_open(conn: Any) -> None:
-    """Make ``conn`` start with an empty cache the next time it is opened.
+_boundary_lock = threading.Lock()
+_BOUNDARY_KEY = "_dsustore_at_boundary"
 
-    This is what ``ZODB.Connection.resetCaches()`` does, for one connection
-    instead of every connection of every database in the process.
+
+def at_transaction_boundary(conn: Any, action: Callable[[Any], bool]) -> None:
+    """Run ``action(conn)`` at each of ``conn``'s next transaction boundaries until it
+    returns True.
+
+    A boundary is where ZODB applies the invalidations other transactions sent
+    (``newTransaction``: ``begin``, the end of a transaction when the transaction
+    manager is implicit, and ``open``). The action runs in the thread that owns the
+    connection, after ZODB has ghosted what changed, before the new transaction
+    reads anything: nothing in a running transaction changes under it.
     """
-    conn._reset_counter = ZODB.Connection.global_reset_counter - 1
+    with _boundary_lock:
+        actions = conn.__dict__.get(_BOUNDARY_KEY)
+        if actions is None:
+            actions = conn.__dict__[_BOUNDARY_KEY] = []
+            conn.newTransaction = _boundary_hook(conn, type(conn).newTransaction)
+        actions.append(action)
+
+
+def _boundary_hook(conn: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    def new_transaction(transaction: Any = None, sync: bool = True) -> None:
+        original(conn, transaction, sync)
+        with _boundary_lock:
+            actions = list(conn.__dict__.get(_BOUNDARY_KEY, ()))
+        done = [action for action in actions if action(conn)]
+        with _boundary_lock:
+            left = [a for a in conn.__dict__.get(_BOUNDARY_KEY, ()) if a not in done]
+            if left:
+                conn.__dict__[_BOUNDARY_KEY] = left
+            else:
+                conn.__dict__.pop(_BOUNDARY_KEY, None)
+                conn.__dict__.pop("newTransaction", None)
+
+    return new_transaction
+
+
+def ghostify_unchanged(conn: Any) -> None:
+    """Turn every object of ``conn``'s cache that has no pending change into a ghost,
+    keeping its identity: its next access reloads it."""
+    conn._cache.minimize()
+
+
+def set_class(obj: Any, klass: type) -> None:
+    """Give a persistent object, ghost or loaded, the class ``klass`` without loading it.
+
+    ``obj.__class__ = klass`` would go through the object's ``__setattr__``, which
+    loads a ghost and marks the object changed; the descriptor underneath does not.
+    Raises TypeError where the two classes' layouts differ.
+    """
+    _CLASS_SLOT.__set__(obj, klass)
+
+
+_CLASS_SLOT = object.__dict__["__class__"]
 
 
 def registered_objects(conn: Any) -> list[Any]:

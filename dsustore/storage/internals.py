@@ -31,7 +31,6 @@ INTERNALS: tuple[Internal, ...] = (
     # ZODB.Connection.Connection
     Internal("connection", "_cache", "the object cache: ghosts, invalidation, swaps"),
     Internal("connection", "_resetCache", "an empty cache for a connection of new code"),
-    Internal("connection", "_reset_counter", "a cache reset scoped to one database"),
     Internal("connection", "_needs_to_join", "join the transaction before a savepoint"),
     Internal("connection", "_registered_objects", "objects policies changed, flushed per batch"),
     Internal("connection", "_added", "whether code in a patch's block added objects"),
@@ -43,7 +42,6 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("connection", "_savepoint_storage", "the appending savepoint storage"),
     Internal("connection", "_commit_savepoint", "a commit that streams the savepoint"),
     Internal("connection", "_reader", "decode references; swap classes on load"),
-    Internal("connection_module", "global_reset_counter", "a cache reset scoped to one database"),
     Internal("reader", "_persistent_load", "references decode into the connection's ghosts"),
     # ZODB.mvccadapter
     Internal("mvcc_instance", "_start", "the transaction a connection's view starts after"),
