@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     failed = _report(requests, update, health, update_start, update_end)
+    (work / "run.json").write_text(json.dumps({
+        "update": update, "update_start": update_start, "update_end": update_end,
+        "requests": [[r.kind, r.started, r.ended, r.status] for r in requests]}))
     snapshot = update["snapshot"]["name"]
     if args.db:
         print(f"[5/5] restoring the snapshot in {data} ...", flush=True)

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,7 +62,7 @@ from ..storage.spool import ScanSpool
 from ..storage.transactions import mark
 from .capacity import check_lock_capacity
 from .migration_pass import MigrationPass, catch_up
-from .reports import PatchReport, Progress, StageReport
+from .reports import PatchReport, Progress, StageReport, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ class Patch:
         self._old_conn: Any = None
         self._at = b""  # the transaction the patch starts from, once it has begun
         self.report: PatchReport | None = None
+        self._timeline = Timeline()
 
     # -- transaction handling (paper: beginTransaction, commit, rollback) ------
 
@@ -375,6 +376,7 @@ class Patch:
 
     def _run(self, attempt: int) -> PatchReport:
         started = time.monotonic()
+        self._timeline = Timeline()
         conn = self._conn
         tm = self.transaction_manager
         txn = tm.get()
@@ -401,23 +403,33 @@ class Patch:
              stages=[stage.label for stage in report.stages if stage.label is not None],
              host=socket.gethostname(), pid=os.getpid())
         caught_up, since = self._catch_up_while_running(passes, user_changed)
-        with (self.commit_gate() if self.commit_gate else nullcontext()), \
-                (self.hold_writes() if self.hold_writes else nullcontext()):
-            count, upto = self._catch_up(passes, user_changed, since)
+        timeline = self._timeline
+        with ExitStack() as held:
+            with timeline.phase("hold writes"):
+                if self.commit_gate:
+                    held.enter_context(self.commit_gate())
+                if self.hold_writes:
+                    held.enter_context(self.hold_writes())
+            with timeline.phase("final catch-up"):
+                count, upto = self._catch_up(passes, user_changed, since)
             report.caught_up = caught_up + count
             if passes:  # every record is migrated from its state as of upto, or later
                 savepoint_store(conn).serials_upto = upto
-            self._close_stage_views()  # their copies of the savepoint index are not needed now
-            tm.commit()
+            with timeline.phase("commit"):
+                self._close_stage_views()  # their copies of the savepoint index are not needed now
+                tm.commit()
             report.committed = True
             report.tid_after = tid_repr(self._adapter.committed_tid(conn))
-            self._close(abort=False)
-            # after closing, so the patch's own pooled connection is swapped too
-            swap_live_objects(self.db, {op.old_name: op.new_name for op in self.operations
-                                        if isinstance(op, RenameClass)})
+            with timeline.phase("swap"):
+                self._close(abort=False)
+                # after closing, so the patch's own pooled connection is swapped too
+                swap_live_objects(self.db, {op.old_name: op.new_name for op in self.operations
+                                            if isinstance(op, RenameClass)})
             report.duration = time.monotonic() - started
-            for hook in self._after_commit:
-                hook(self, report)
+            report.phases = timeline
+            with timeline.phase("switch"):
+                for hook in self._after_commit:
+                    hook(self, report)
         log.info("patch committed: %d objects migrated in %.2fs",
                  report.objects_migrated, report.duration)
         return report
@@ -450,7 +462,8 @@ class Patch:
         (or no longer less than the one before): what is left waits for the gate."""
         caught_up, since, previous = 0, self._at, None
         for _round in range(CATCH_UP_ROUNDS):
-            count, since = self._catch_up(passes, user_changed, since)
+            with self._timeline.phase("catch-up"):
+                count, since = self._catch_up(passes, user_changed, since)
             caught_up += count
             if count <= CATCH_UP_ENOUGH or (previous is not None and count > previous // 2):
                 break
@@ -495,16 +508,18 @@ class Patch:
         check_lock_capacity(self.db, operations=stage.operations)  # lock table: before the pass
         started = time.monotonic()
         passes.append(migration)  # released when the patch closes, even if the pass fails
-        result = migration.run()
-        validations = migration.system_validations() + [
-            op.validation for op in stage.operations if isinstance(op, AddValidation)
-        ]
+        with self._timeline.phase(f"pass {stage.label}" if stage.label else "pass"):
+            result = migration.run()
+            validations = migration.system_validations() + [
+                op.validation for op in stage.operations if isinstance(op, AddValidation)
+            ]
+            checked = self._validate(validations)
         return StageReport(
             label=stage.label, operations=[op.describe() for op in stage.operations],
             migrated=dict(result.migrated), unchanged=dict(result.unchanged),
             references_rewritten=result.references_rewritten,
             records_rewritten=result.records_rewritten, scanned=result.scanned,
-            validations=self._validate(validations),
+            validations=checked,
             unreferenced_removed=dict(result.unreferenced), classes=sorted(migration.classes),
             tid_before=tid_repr(self._at), duration=time.monotonic() - started,
         )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,39 @@ class Progress:
         if self.total is None or not self.rate or self.scanned > self.total:
             return None
         return (self.total - self.scanned) / self.rate
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of an update and when it ran (seconds since the epoch), so that a
+    picture of the application's latency can show what the update was doing."""
+
+    name: str
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "start": round(self.start, 4), "end": round(self.end, 4)}
+
+
+class Timeline(list[Phase]):
+    """The phases of one update, in the order they ended."""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block as the phase ``name`` (recorded even when the block fails)."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            self.append(Phase(name, start, time.time()))
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [phase.as_dict() for phase in self]
 
 
 @dataclass(kw_only=True)
@@ -103,6 +139,8 @@ class PatchReport(Figures):
     stages: list[StageReport] = field(default_factory=list)
     #: objects other transactions committed during the update, migrated just before its commit
     caught_up: int = 0
+    #: what the update did when: the passes, the catch-up rounds, the held commit
+    phases: Timeline = field(default_factory=Timeline)
 
     @classmethod
     def of_stages(cls, stages: list[StageReport], **facts: Any) -> PatchReport:
@@ -138,6 +176,7 @@ class PatchReport(Figures):
             "duration": round(self.duration, 3),
             "attempts": self.attempts,
             "caught_up": self.caught_up,
+            "phases": self.phases.as_dicts(),
             **({"stages": [stage.as_dict() for stage in self.stages]} if len(self.stages) > 1
                else {}),
             **self.extra,

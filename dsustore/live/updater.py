@@ -24,11 +24,12 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..engine import Patch, PatchReport, Progress
+from ..engine.reports import Timeline
 from ..errors import LiveUpdateError
 from ..mop.swap import swap_live_objects
 from ..runtime.lock import DEFAULT_TTL
@@ -51,6 +52,9 @@ class LiveUpdateResult:
     #: and while the update committed, in seconds
     load_pause: float = 0.0
     commit_pause: float = 0.0
+    #: what the update did when: loading the code, the passes, the catch-up rounds, the
+    #: held commit, the swap and the switch
+    phases: Timeline = field(default_factory=Timeline)
 
     @property
     def paused(self) -> float:
@@ -60,7 +64,7 @@ class LiveUpdateResult:
     def as_dict(self) -> dict[str, Any]:
         return {"switched": self.switched, "paused": round(self.paused, 4),
                 "load_pause": round(self.load_pause, 4), "commit_pause": round(self.commit_pause, 4),
-                **self.upgrade.as_dict()}
+                **self.upgrade.as_dict(), "phases": self.phases.as_dicts()}
 
 
 class LiveUpdater:
@@ -112,7 +116,9 @@ class LiveUpdater:
     def _upgrade(self, target: str) -> LiveUpdateResult:
         saved_modules = dict(sys.modules)
         saved_path = list(sys.path)
-        with self.gate.closed():  # nothing may unpickle while sys.modules changes
+        timeline = Timeline()
+        with timeline.phase("load new code"), self.gate.closed():
+            # nothing may unpickle while sys.modules changes
             try:
                 self.load_code()
             except Exception as err:
@@ -125,10 +131,13 @@ class LiveUpdater:
         log.info("live update: new code loaded (%d modules replaced); migrating", len(versions.old))
         committed = False
         known: set[str] = set()
+        reports: list[PatchReport] = []  # the committed patch's, for its phases
 
         def switch(patch: Patch | None, report: PatchReport | None) -> None:
             nonlocal committed
             committed = True
+            if report is not None:
+                reports.append(report)
             versions.switch()
             if self.guard is not None:
                 self.guard.allow(known)
@@ -159,10 +168,12 @@ class LiveUpdater:
                 versions.rollback()
                 log.exception("live update failed; the process continues on the old code and data")
             raise
+        for report in reports:
+            timeline.extend(report.phases)
         log.info("live update done: %d migration(s); application held %.3fs to load code, "
                  "%.3fs to commit", len(result.migrations), load_pause, self.gate.last_closed)
         return LiveUpdateResult(result, switched=True, load_pause=load_pause,
-                                commit_pause=self.gate.last_closed)
+                                commit_pause=self.gate.last_closed, phases=timeline)
 
 
 __all__ = ["LiveUpdateResult", "LiveUpdater"]
