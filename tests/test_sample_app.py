@@ -31,8 +31,8 @@ from conftest import SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
 from sample_app import releases
 from sample_app.database import open_database
 from sample_app.populate import Sizes, password_for, populate
-from sample_app.server import RETRIES, SampleApp
-from sampleserver import http, running_server
+from sample_app.server import MAX_BODY, MAX_DEPTH, RETRIES, SampleApp
+from sampleserver import http, raw_http, running_server
 
 LATEST = releases.LATEST
 MIGRATIONS = releases.MIGRATIONS
@@ -477,3 +477,75 @@ def test_the_server_keeps_its_data_in_zeo_when_given_a_zeo_uri(tmp_path):
                 assert list(root["accounts"].keys()) == [me["username"]]
         finally:
             db.close()
+
+
+# -- hostile clients: every bad input is answered with a 4xx, never a 500 ------------------
+
+SURROGATE = "\ud800"  # JSON can spell it ("\ud800"), UTF-8 cannot encode it
+
+
+def nested(depth: int) -> bytes:
+    """A JSON body of arrays ``depth`` deep."""
+    return b"[" * depth + b"]" * depth
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("release", range(1, LATEST + 1), ids=lambda n: f"r{n}")
+def test_a_lone_surrogate_in_any_string_is_refused_400_by_every_release(release, release_copy):
+    """Release 1 logged in, and releases 5 on hashed, a password before looking at it: a lone
+    surrogate made them 500. Every string of every endpoint is refused 400 instead."""
+    path, credentials = release_copy(release)
+    known = credentials["accounts"][0]
+    sku = credentials["products"][0]
+    with running_server(path, release) as (base, _):
+        for path_, body in [
+            ("/accounts", {"username": "newcomer", "password": SURROGATE}),
+            ("/accounts", {"username": SURROGATE, "password": "x"}),
+            ("/login", {**known, "password": SURROGATE}),
+            ("/login", {"username": f"user{SURROGATE}", "password": known["password"]}),
+            ("/orders", {**known, "password": f"pw{SURROGATE}", "items": [{"sku": sku, "qty": 1}]}),
+            ("/orders", {**known, "items": [{"sku": SURROGATE, "qty": 1}]}),
+            ("/orders", {**known, "items": [{"sku": sku, "qty": 1, SURROGATE: 1}]}),
+        ]:
+            status, answer = http(base, "POST", path_, body)
+            assert (status, answer["status"]) == (400, 400), (path_, body, answer)
+            assert "surrogate" in answer["error"]
+        assert http(base, "POST", "/login", known)[0] == 200
+        assert http(base, "GET", "/accounts/newcomer")[0] == 404
+
+
+def test_json_nested_200000_deep_is_refused_400(served_release):
+    """The parser's RecursionError was a 500; bodies deeper than MAX_DEPTH are refused too."""
+    base, token = served_release.base, served_release.admin_token
+    for path in ("/accounts", "/login", "/orders", "/admin/upgrade"):
+        for body in (nested(200_000), b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                     b'{"items": ' + nested(MAX_DEPTH) + b"}"):
+            status, _, answer = raw_http(base, "POST", path, body, bearer(token))
+            assert status == 400, (path, body[:40])
+            assert json.loads(answer)["error"] == f"the body nests deeper than {MAX_DEPTH} levels"
+    within = b'{"items": ' + nested(MAX_DEPTH - 1) + b"}"
+    status, _, answer = raw_http(base, "POST", "/orders", within)
+    assert status == 400 and json.loads(answer)["error"].startswith("username")  # the API's own
+    assert http(base, "GET", "/health")[1]["release"] == served_release.release
+
+
+def test_a_body_larger_than_the_limit_is_refused_413(served_release):
+    """Refused on its Content-Length, before the body is read."""
+    headers = {"Content-Type": "application/json", "Content-Length": str(MAX_BODY + 1)}
+    status, _, _ = raw_http(served_release.base, "POST", "/accounts", b"", headers)
+    assert status == 413
+
+
+def test_the_wsgi_app_refuses_a_body_larger_than_the_limit_413(memory_db, monkeypatch):
+    """Behind another server than waitress too, which may not limit bodies itself."""
+    serve_with(monkeypatch, lambda root, method, path, body: (200, {}))
+    answer = {}
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/accounts",
+               "CONTENT_LENGTH": str(MAX_BODY + 1), "wsgi.input": io.BytesIO(b"{}")}
+    body = b"".join(SampleApp(memory_db)(environ, lambda status, headers: answer.update(
+        status=status)))
+    assert answer["status"] == "413 Request Entity Too Large"
+    assert json.loads(body)["status"] == 413
