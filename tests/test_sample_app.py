@@ -7,6 +7,7 @@ code active, as a deployment of that code would.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -515,6 +516,40 @@ def test_a_lone_surrogate_in_any_string_is_refused_400_by_every_release(release,
             assert "surrogate" in answer["error"]
         assert http(base, "POST", "/login", known)[0] == 200
         assert http(base, "GET", "/accounts/newcomer")[0] == 404
+
+
+def test_an_old_account_whose_password_holds_a_lone_surrogate_upgrades_live(release_copy,
+                                                                           restore_code):
+    """Release 1 stored such a password unchecked before the server refused it: the server
+    answers that account's logins 401, not 500, and the upgrade hashes the password."""
+    path, credentials = release_copy(1)
+    shop = releases.activate(1)
+    db = open_database(str(path))
+    with db.transaction() as conn:
+        shop.api.create_account(conn.root(), "legacy", f"pw{SURROGATE}")
+    db.close()
+    with running_server(path, 1, admin_token="token") as (base, _):
+        assert http(base, "POST", "/login", {"username": "legacy", "password": "pw"})[0] == 401
+        status, update = http(base, "POST", "/admin/upgrade", {"release": LATEST}, token="token",
+                              timeout=300)
+        assert status == 200, update
+        assert http(base, "POST", "/login", {"username": "legacy", "password": "pw"})[0] == 401
+        assert http(base, "POST", "/login", credentials["accounts"][0])[0] == 200
+    releases.activate(LATEST)
+    db = open_database(str(path))
+    try:
+        with reading(db) as root:
+            assert root["accounts"]["legacy"].check_password(f"pw{SURROGATE}")
+    finally:
+        db.close()
+
+
+def test_a_token_signature_that_is_not_ascii_is_invalid_not_an_error(latest_shop):
+    tokens = latest_shop.tokens
+    secret = b"k" * 32
+    forged = base64.urlsafe_b64encode("user00000:9999999999:é".encode()).decode()
+    assert tokens.verify(secret, forged) is None
+    assert tokens.verify(secret, tokens.issue(secret, "user00000")) == "user00000"
 
 
 def test_json_nested_200000_deep_is_refused_400(served_release):
