@@ -41,7 +41,7 @@ from transaction.interfaces import TransientError
 import dsustore
 from sample_app import releases
 from sample_app.database import open_database
-from sample_app.live import LiveUpdates
+from sample_app.live import LiveUpdates, UpdateRunningError
 
 log = logging.getLogger("sample_app.server")
 
@@ -157,7 +157,7 @@ class SampleApp:
             conn.close()
 
     def admin_upgrade(self, method: str, environ: dict[str, Any], body: Any) -> Response:
-        """Live-update the running server to ``body["release"]`` (token required)."""
+        """Live-update the running server to the body's ``release`` (the latest when it names none)."""
         if self.live is None or not self.admin_token:
             return 403, {"error": "live updates are not enabled on this server", "status": 403}
         given = environ.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
@@ -165,16 +165,36 @@ class SampleApp:
             return 401, {"error": "a valid admin token is required", "status": 401}
         if method != "POST":
             return 405, {"error": "POST a JSON body {\"release\": N}", "status": 405}
-        release = body.get("release", releases.LATEST) if isinstance(body, dict) else releases.LATEST
-        if not isinstance(release, int) or not 1 <= release <= releases.LATEST:
-            return 400, {"error": f"release must be 1 to {releases.LATEST}", "status": 400}
+        release = requested_release(body, self.live.release)
         try:
             return 200, self.live.upgrade(release)
+        except UpdateRunningError as err:
+            return 409, {"error": str(err), "status": 409, "release": self.live.release}
         except dsustore.DSUError as err:
             log.error("live update to release %d failed, still serving release %d: %s",
                       release, self.live.release, err)
             return 500, {**err.facts(), "error": str(err), "status": 500,
                          "release": self.live.release}
+
+
+def requested_release(body: dict[str, Any] | None, serving: int) -> int:
+    """The release an admin request's body names, the latest when it names none.
+
+    Refused with 400 unless it is a release number (an int: JSON ``true`` is
+    Python's ``True`` and an int too, but no release), and with 409 when it is
+    older than the one ``serving``: a live update only goes forward.
+    """
+    release = (body or {}).get("release", releases.LATEST)
+    if type(release) is not int:
+        raise BadRequest(f"release: a number from 1 to {releases.LATEST} is required, "
+                         f"not a JSON {_json_type(release)}")
+    if not 1 <= release <= releases.LATEST:
+        raise BadRequest(f"release: there is no release {release}; "
+                         f"the releases are 1 to {releases.LATEST}")
+    if release < serving:
+        raise HTTPError(409, f"release {release} is older than release {serving}, which this "
+                             "server runs: a live update only goes forward")
+    return release
 
 
 def read_body(environ: dict[str, Any]) -> dict[str, Any] | None:

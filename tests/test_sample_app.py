@@ -28,10 +28,11 @@ from ZODB.POSException import ConflictError
 
 import dsustore
 from dsustore.storage.connections import reading
-from conftest import SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
+from conftest import ADMIN_TOKEN, SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
 from sample_app import releases
 from sample_app.database import open_database
 from sample_app.populate import Sizes, password_for, populate
+from sample_app.live import LiveUpdates
 from sample_app.server import MAX_BODY, MAX_DEPTH, RETRIES, SampleApp
 from sampleserver import http, raw_http, running_server
 
@@ -61,7 +62,7 @@ def test_activate_replaces_the_running_release_with_another(restore_code):
 
 
 def test_release_numbers_outside_the_history_are_refused():
-    for wrong in (0, LATEST + 1, "1"):
+    for wrong in (0, LATEST + 1, "1", True, 1.0):
         with pytest.raises(ValueError):
             releases.release_dir(wrong)
 
@@ -584,3 +585,59 @@ def test_the_wsgi_app_refuses_a_body_larger_than_the_limit_413(memory_db, monkey
         status=status)))
     assert answer["status"] == "413 Request Entity Too Large"
     assert json.loads(body)["status"] == 413
+
+
+ADMIN_BODIES_REFUSED = [
+    (b'{"release": true}', "not a JSON boolean"),
+    (b'{"release": false}', "not a JSON boolean"),
+    (b'{"release": "8"}', "not a JSON string"),
+    (b'{"release": 8.0}', "not a JSON number"),
+    (b'{"release": null}', "not a JSON null"),
+    (b'{"release": [8]}', "not a JSON array"),
+    (b'{"release": 0}', "there is no release 0"),
+    (b'{"release": -1}', "there is no release -1"),
+    (b'{"release": 9}', "there is no release 9"),
+    (b'{"release": 1000000000000000000000000000000}', "there is no release"),
+    (b"[8]", "must be a JSON object"),
+    (b"8", "must be a JSON object"),
+    (b'"8"', "must be a JSON object"),
+]
+
+
+def test_admin_upgrade_refuses_what_is_not_a_release_number_400(release_copy):
+    """``{"release": true}`` made the server load a folder ``rTrue`` and answer 500."""
+    path, _ = release_copy(1)
+    with running_server(path, 1, admin_token=ADMIN_TOKEN) as (base, _):
+        for body, error in ADMIN_BODIES_REFUSED:
+            status, _, answer = raw_http(base, "POST", "/admin/upgrade", body, bearer(ADMIN_TOKEN))
+            assert status == 400, body
+            assert error in json.loads(answer)["error"], (body, answer)
+        assert http(base, "GET", "/health")[1]["release"] == 1  # nothing was loaded
+        status, update = http(base, "POST", "/admin/upgrade", {"release": LATEST},
+                              token=ADMIN_TOKEN, timeout=300)
+        assert status == 200, update
+
+
+def test_admin_upgrade_to_an_older_release_than_the_one_served_is_refused_409(release_copy):
+    """It loaded release 1's code over release 8's data and answered 200."""
+    path, _ = release_copy(LATEST)
+    with running_server(path, LATEST, admin_token=ADMIN_TOKEN) as (base, _):
+        status, answer = http(base, "POST", "/admin/upgrade", {"release": 1}, token=ADMIN_TOKEN)
+        assert status == 409 and "only goes forward" in answer["error"]
+        assert http(base, "GET", "/health")[1]["release"] == LATEST
+        assert http(base, "POST", "/admin/upgrade", {"release": LATEST}, token=ADMIN_TOKEN)[0] == 200
+
+
+def test_a_live_update_asked_for_while_one_runs_is_refused_409(memory_db, restore_code):
+    releases.activate(1)
+    live = LiveUpdates(memory_db, 1)
+    app = SampleApp(memory_db, live=live, admin_token=ADMIN_TOKEN)
+    answer = {}
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/admin/upgrade",
+               "HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}", "CONTENT_LENGTH": "0",
+               "wsgi.input": io.BytesIO()}
+    with live._lock:  # what the running update holds
+        body = b"".join(app(environ, lambda status, headers: answer.update(status=status)))
+    assert answer["status"] == "409 Conflict"
+    assert json.loads(body) == {"error": "a live update is already running", "status": 409,
+                                "release": 1}
