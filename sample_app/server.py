@@ -9,7 +9,8 @@ loaded by :func:`sample_app.releases.activate` serves the next request.
 ``python -m sample_app.server --db PATH_OR_URI --release N`` serves it with
 waitress and prints ``serving on http://HOST:PORT`` once listening. With
 ``--admin-token`` (or ``SAMPLE_APP_ADMIN_TOKEN``), ``POST /admin/upgrade``
-``{"release": N}`` live-updates the running server (see :mod:`sample_app.live`).
+``{"release": N}`` with ``Authorization: Bearer TOKEN`` live-updates the running
+server (see :mod:`sample_app.live`).
 
 Every bad request is answered with a 4xx, never a 500: :func:`read_body` refuses
 what no release's API could take, whatever the release, before any of its code runs.
@@ -109,7 +110,7 @@ class SampleApp:
         headers: list[tuple[str, str]] = []
         try:
             if path == ADMIN_PATH:
-                status, payload = self.admin_upgrade(method, environ, read_body(environ))
+                status, payload = self.admin_upgrade(method, environ)
             else:
                 status, payload = self.handle(method, path, read_body(environ))
         except HTTPError as err:
@@ -156,16 +157,18 @@ class SampleApp:
         finally:
             conn.close()
 
-    def admin_upgrade(self, method: str, environ: dict[str, Any], body: Any) -> Response:
-        """Live-update the running server to the body's ``release`` (the latest when it names none)."""
+    def admin_upgrade(self, method: str, environ: dict[str, Any]) -> Response:
+        """Live-update the running server to the body's ``release`` (the latest when it names none).
+
+        The token is checked before the body is read: a caller without it learns
+        nothing from how its body would be refused.
+        """
         if self.live is None or not self.admin_token:
             return 403, {"error": "live updates are not enabled on this server", "status": 403}
-        given = environ.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
-            return 401, {"error": "a valid admin token is required", "status": 401}
+        self.authorize(environ)
         if method != "POST":
-            return 405, {"error": "POST a JSON body {\"release\": N}", "status": 405}
-        release = requested_release(body, self.live.release)
+            raise HTTPError(405, "POST a JSON body {\"release\": N}", [("Allow", "POST")])
+        release = requested_release(read_body(environ), self.live.release)
         try:
             return 200, self.live.upgrade(release)
         except UpdateRunningError as err:
@@ -175,6 +178,22 @@ class SampleApp:
                       release, self.live.release, err)
             return 500, {**err.facts(), "error": str(err), "status": 500,
                          "release": self.live.release}
+
+    def authorize(self, environ: dict[str, Any]) -> None:
+        """Refuse (401) a request without ``Authorization: Bearer <the admin token>``.
+
+        A bare token or another scheme is refused; the scheme's name is matched
+        without regard to case, as RFC 7235 has it. The token is compared in
+        constant time, so the time taken tells nothing about how much of it is right.
+        """
+        expected = (self.admin_token or "").encode()
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        bearer = scheme.lower() == "bearer"
+        matches = hmac.compare_digest(token.encode(), expected)
+        if not (bearer and matches and expected):
+            challenge = 'Bearer realm="admin"' + (', error="invalid_token"' if bearer else "")
+            raise HTTPError(401, "Authorization: Bearer <admin token> is required",
+                            [("WWW-Authenticate", challenge)])
 
 
 def requested_release(body: dict[str, Any] | None, serving: int) -> int:

@@ -628,6 +628,30 @@ def test_admin_upgrade_to_an_older_release_than_the_one_served_is_refused_409(re
         assert http(base, "POST", "/admin/upgrade", {"release": LATEST}, token=ADMIN_TOKEN)[0] == 200
 
 
+def test_admin_upgrade_requires_authorization_bearer_and_the_exact_token_401(served_release):
+    """A bare token was accepted. Anything but ``Bearer <token>`` is refused 401 with a
+    ``WWW-Authenticate: Bearer`` challenge, before the body is even read."""
+    base, token = served_release.base, served_release.admin_token
+    refused = [{}, {"Authorization": token}, {"Authorization": f"Basic {token}"},
+               {"Authorization": f"Token {token}"}, {"Authorization": "Bearer"},
+               {"Authorization": "Bearer "}, {"Authorization": f"Bearer  {token}"},
+               {"Authorization": f"Bearer {token[:-1]}"},
+               {"Authorization": f"Bearer {token}x"}, {"Authorization": f"Bearer{token}"},
+               {"Authorization": f"Bearer {token.upper()}"}]
+    for headers in refused:
+        for body in (b'{"release": 0}', nested(200_000)):
+            status, answer_headers, answer = raw_http(base, "POST", "/admin/upgrade", body, headers)
+            assert status == 401, headers
+            assert answer_headers["www-authenticate"].startswith("Bearer "), headers
+            assert json.loads(answer)["status"] == 401
+    _, answer_headers, _ = raw_http(base, "POST", "/admin/upgrade", b"{}", bearer("wrong"))
+    assert 'error="invalid_token"' in answer_headers["www-authenticate"]
+    for scheme in ("Bearer", "bearer"):  # the scheme's name is case-insensitive (RFC 7235)
+        headers = {"Authorization": f"{scheme} {token}"}
+        assert raw_http(base, "POST", "/admin/upgrade", b'{"release": 0}', headers)[0] == 400
+    assert http(base, "GET", "/health")[1]["release"] == served_release.release
+
+
 def test_a_live_update_asked_for_while_one_runs_is_refused_409(memory_db, restore_code):
     releases.activate(1)
     live = LiveUpdates(memory_db, 1)
