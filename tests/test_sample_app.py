@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import re
+import stat
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from conftest import ADMIN_TOKEN, SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy
 from sample_app import releases
 from sample_app.database import open_database
 from sample_app.populate import Sizes, password_for, populate
+from sample_app.populate import main as populate_main
 from sample_app.live import LiveUpdates
 from sample_app.server import MAX_BODY, MAX_DEPTH, RETRIES, SampleApp
 from sampleserver import http, raw_http, running_server
@@ -77,6 +79,22 @@ def test_populate_creates_what_each_release_stored(release_data):
         assert objects["sampleshop.models.Product"] == SAMPLE_SIZES["products"]
         assert objects["sampleshop.models.Order"] == SAMPLE_SIZES["orders"]
         assert objects.get(SESSION, 0) == (SAMPLE_SIZES["sessions"] if n < 7 else 0)
+
+
+def test_populate_writes_the_credentials_file_for_its_owner_alone(release_data, tmp_path,
+                                                                 restore_code):
+    """It lists plain passwords: mode 0600 from its creation, even over a world-readable file."""
+    for n, path in release_data.items():
+        assert stat.S_IMODE(path.with_name(f"r{n}.credentials.json").stat().st_mode) == 0o600
+    target = tmp_path / "credentials.json"
+    target.write_text("{}")
+    target.chmod(0o644)
+    db = tmp_path / "small.fs"
+    assert populate_main(["--db", str(db), "--release", "1", "--accounts", "2", "--products", "1",
+                          "--orders", "1", "--sessions", "1", "--credentials", str(target)]) == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert len(json.loads(target.read_text())["accounts"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if "credentials" in p.name) == [target.name]
 
 
 def test_populate_makes_the_same_data_for_the_same_seed(restore_code):
