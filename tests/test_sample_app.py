@@ -683,3 +683,80 @@ def test_a_live_update_asked_for_while_one_runs_is_refused_409(memory_db, restor
     assert answer["status"] == "409 Conflict"
     assert json.loads(body) == {"error": "a live update is already running", "status": 409,
                                 "release": 1}
+
+
+def hostile_requests(served) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """What a hostile client sends each endpoint: (method, path, body, headers)."""
+    known = served.credentials["accounts"][0]
+    sku = served.credentials["products"][0]
+    as_json = {"Content-Type": "application/json"}
+
+    def order(items: Any) -> bytes:
+        return json.dumps({**known, "items": items}).encode()
+
+    bodies = [
+        b"", b"null", b"true", b"0", b"-1", b"1e400", b"NaN", b"Infinity", b'"x"', b"[]", b"{}",
+        b"9" * 5000, b"not json", b'{"username": "a"', b"\xff\xfe\x00", b"\xef\xbb\xbf{}",
+        '{"username": "é"}'.encode("utf-16"), nested(200_000), nested(MAX_DEPTH),
+        b'{"username": NaN, "password": -Infinity}',
+        json.dumps({"username": ["a"], "password": {"b": 1}}).encode(),
+        json.dumps({"username": 1, "password": 2.5}).encode(),
+        json.dumps({"username": None, "password": True}).encode(),
+        json.dumps({"username": "", "password": ""}).encode(),
+        json.dumps({"username": "a" * 100_000, "password": "b" * 100_000}).encode(),
+        json.dumps({**known, "password": "p" * (MAX_BODY // 2)}).encode(),
+        json.dumps({"username": SURROGATE, "password": SURROGATE}).encode(),
+        json.dumps({**known, "password": SURROGATE}).encode(),
+        json.dumps({SURROGATE: SURROGATE}).encode(),
+        json.dumps({**known, "username": known["username"] + "\x00"}).encode(),
+    ]
+    bodies += [order(items) for items in [
+        None, "x", 1, {}, {"sku": sku, "qty": 1}, [], [[sku, 1]], [None], [sku],
+        [{"sku": sku, "qty": qty} for qty in (0, -1, 1001, 10**30, True, 1.5, "1", None, [1])],
+        [{"sku": bad, "qty": 1} for bad in ([sku], {"sku": sku}, 1, None, "", SURROGATE)],
+        [{"sku": sku, "qty": 1}] * 51, [{"sku": f"NOPE-{i}", "qty": 1} for i in range(50)],
+    ]]
+    bodies += [b'{"username": "u", "password": "p", "items": [{"sku": "s", "qty": 1e400}]}',
+               b'{"username": "u", "password": "p", "items": [{"sku": "s", "qty": NaN}]}']
+    requests = [("POST", path, body, as_json)
+                for path in ("/accounts", "/login", "/orders") for body in bodies]
+    login = json.dumps(known).encode()
+    for headers in [{}, {"Content-Type": "text/plain"}, {"Content-Type": "application/xml"},
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                    {"Content-Type": "application/json; charset=latin-1"},
+                    {"Content-Type": "multipart/form-data; boundary=x"},
+                    {"Content-Length": "abc"}, {"Content-Length": "-1"},
+                    {"Content-Length": "1" + "0" * 30}, {"Content-Length": str(len(login) - 1)}]:
+        requests.append(("POST", "/login", login, {"Content-Length": str(len(login)), **headers}))
+    requests.append(("POST", "/login", login, {"Content-Length": None}))  # a body, no length
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(login), login)
+    requests.append(("POST", "/login", chunked, {"Transfer-Encoding": "chunked"}))
+    requests.append(("POST", "/login", b"zz\r\n", {"Transfer-Encoding": "chunked"}))
+    for path in ("/accounts/%ED%A0%80", "/accounts/%FF", "/accounts/%00", "/accounts/" + "a" * 5000,
+                 "/products/%ED%A0%80", "/products/..%2F..", "/orders/999999999999999999",
+                 "/orders/-1", "/orders/1e9", "/orders/%EF%BC%91", "/orders/" + "9" * 100,
+                 "/health?x=%ED%A0%80", "//health", "/health/", "/%2e%2e/health", "/nowhere"):
+        requests.append(("GET", path, b"", {}))
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "BREW"):
+        for path in ("/accounts", "/health", "/orders/1", "/admin/upgrade"):
+            requests.append((method, path, b"", bearer(served.admin_token)))
+    # last: some of these upgrade the server (an empty body names the latest release)
+    requests += [("POST", "/admin/upgrade", body, {**as_json, **bearer(served.admin_token)})
+                 for body in bodies + [body for body, _ in ADMIN_BODIES_REFUSED]]
+    return requests
+
+
+def test_no_hostile_request_is_answered_with_a_server_error(served_release):
+    """A table of bad bodies, types, numbers, headers, paths and methods, sent to every
+    endpoint of release 1 and of the latest release: each gets a 4xx (or a success)."""
+    base = served_release.base
+    errors = []
+    for method, path, body, headers in hostile_requests(served_release):
+        status, answer_headers, answer = raw_http(base, method, path, body, headers)
+        if status >= 500:
+            errors.append((status, method, path[:40], body[:60], headers, answer[:200]))
+        elif answer_headers.get("content-type") == "application/json" and method != "HEAD":
+            assert status < 400 or json.loads(answer)["status"] == status
+    assert errors == []
+    assert http(base, "GET", "/health")[0] == 200
+    assert http(base, "POST", "/login", served_release.credentials["accounts"][0])[0] == 200
