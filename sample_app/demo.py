@@ -15,6 +15,9 @@
 ``--db zeo://HOST:PORT`` runs it against a ZEO server instead (an empty database);
 the restore then happens in that database itself, after the server process stops.
 
+The work folder is its owner's alone (0700), and populate writes the
+credentials file there 0600: both hold plain passwords.
+
 Every number printed is measured in the run. Exit status 0 only when no request
 failed and the restore brought release 1's data back.
 """
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     work = Path(args.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, mode=0o700)  # release 1's database keeps passwords in plain text
     data = args.db or str(work / "Data.fs")
 
     print(f"[1/5] creating a release-1 database in {data} ...", flush=True)

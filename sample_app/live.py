@@ -29,6 +29,10 @@ def load_release(n: int) -> None:
         importlib.import_module(info.name)
 
 
+class UpdateRunningError(dsustore.LiveUpdateError):
+    """A live update asked for while another one runs: the caller's conflict, not a failure."""
+
+
 class LiveUpdates:
     """The live-update machinery of one server process: gate, guard and updater."""
 
@@ -43,7 +47,7 @@ class LiveUpdates:
     def upgrade(self, release: int) -> dict[str, Any]:
         """Move the running process and its database to ``release``; the result as JSON."""
         if not self._lock.acquire(blocking=False):
-            raise dsustore.LiveUpdateError("a live update is already running")
+            raise UpdateRunningError("a live update is already running")
         try:
             updater = dsustore.LiveUpdater(
                 self.db, releases.MIGRATIONS, load_code=lambda: load_release(release),

@@ -8,7 +8,8 @@ username, see :func:`password_for`), products and orders. Timestamps, salts and
 session tokens come from the release's code, as in a real deployment.
 
 It writes a JSON file of known credentials, skus and order totals for load
-generators and tests, and prints how many objects each class has.
+generators and tests, readable by its owner alone (it holds plain passwords),
+and prints how many objects each class has.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
+import secrets
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -164,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         db.close()
     record["objects"] = dict(sorted(counts.items()))
-    credentials.parent.mkdir(parents=True, exist_ok=True)
-    credentials.write_text(json.dumps(record, indent=2) + "\n")
+    write_private(credentials, json.dumps(record, indent=2) + "\n")
     width = max(len(name) for name in counts)
     for name, count in sorted(counts.items()):
         print(f"{name:<{width}}  {count:>8}")
@@ -173,6 +175,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"release {args.release} data created in {time.monotonic() - started:.1f}s; "
           f"credentials in {credentials}")
     return 0
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` for its owner alone (mode 0600): it holds plain passwords.
+
+    The file is created 0600 by ``os.open`` under a fresh temporary name, then
+    renamed over ``path``: no one else can read it at any moment, even where a
+    world-readable file of that name was, or is still held open by a reader.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _default_credentials(db: str) -> str:

@@ -23,8 +23,11 @@ PACKAGE = "sampleshop"
 
 
 def release_dir(n: int) -> Path:
-    """The code directory of release ``n`` (the folder holding ``sampleshop/``)."""
-    if not isinstance(n, int) or not 1 <= n <= LATEST:
+    """The code directory of release ``n`` (the folder holding ``sampleshop/``).
+
+    A bool is refused although it is an int: ``True`` would name a folder ``rTrue``.
+    """
+    if type(n) is not int or not 1 <= n <= LATEST:
         raise ValueError(f"no release {n!r}: releases are 1 to {LATEST}")
     return RELEASES / f"r{n}"
 

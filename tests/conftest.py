@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import transaction
@@ -26,6 +27,9 @@ from backends import KINDS, Backend  # noqa: E402
 from servers import PostgresServer  # noqa: E402
 
 from dsustore.storage import adapter_for  # noqa: E402
+
+if TYPE_CHECKING:
+    from sampleserver import Served
 
 
 def _plugin_installed() -> bool:
@@ -174,6 +178,8 @@ ROOT = TESTS.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # sample_app is run from a checkout, not installed
 
+from sample_app.releases import LATEST as LATEST_RELEASE  # noqa: E402
+
 #: populate sizes for tests: small, but every class has instances
 SAMPLE_SIZES = {"accounts": 30, "products": 10, "orders": 60, "sessions": 20}
 SAMPLE_SEED = 7
@@ -249,6 +255,23 @@ def copy_release(release_data: dict[int, Path], n: int, folder: Path) -> tuple[P
 def release_copy(release_data, tmp_path):
     """``release_copy(n)``: a private copy of release ``n``'s database and its credentials."""
     return lambda n: copy_release(release_data, n, tmp_path)
+
+
+#: the admin token of the sample servers that tests start with live updates enabled
+ADMIN_TOKEN = "test-admin-token"
+#: the first release and the latest: the sample API as first shipped and as it is now
+EDGE_RELEASES = (1, LATEST_RELEASE)
+
+
+@pytest.fixture(params=EDGE_RELEASES, ids=lambda n: f"r{n}")
+def served_release(request, release_copy) -> Iterator[Served]:
+    """Release 1, then the latest, served by ``python -m sample_app.server`` over HTTP from a
+    private copy of its data, with live updates enabled (:data:`ADMIN_TOKEN`)."""
+    from sampleserver import Served, running_server
+
+    path, credentials = release_copy(request.param)
+    with running_server(path, request.param, admin_token=ADMIN_TOKEN) as (base, _):
+        yield Served(request.param, base, credentials, ADMIN_TOKEN)
 
 
 @pytest.fixture

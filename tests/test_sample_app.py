@@ -7,9 +7,11 @@ code active, as a deployment of that code would.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
+import stat
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +29,14 @@ from ZODB.POSException import ConflictError
 
 import dsustore
 from dsustore.storage.connections import reading
-from conftest import SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
+from conftest import ADMIN_TOKEN, SAMPLE_SEED, SAMPLE_SIZES, code_restored, copy_release
 from sample_app import releases
 from sample_app.database import open_database
 from sample_app.populate import Sizes, password_for, populate
-from sample_app.server import RETRIES, SampleApp
-from sampleserver import http, running_server
+from sample_app.populate import main as populate_main
+from sample_app.live import LiveUpdates
+from sample_app.server import MAX_BODY, MAX_DEPTH, RETRIES, SampleApp
+from sampleserver import http, raw_http, running_server
 
 LATEST = releases.LATEST
 MIGRATIONS = releases.MIGRATIONS
@@ -60,7 +64,7 @@ def test_activate_replaces_the_running_release_with_another(restore_code):
 
 
 def test_release_numbers_outside_the_history_are_refused():
-    for wrong in (0, LATEST + 1, "1"):
+    for wrong in (0, LATEST + 1, "1", True, 1.0):
         with pytest.raises(ValueError):
             releases.release_dir(wrong)
 
@@ -75,6 +79,22 @@ def test_populate_creates_what_each_release_stored(release_data):
         assert objects["sampleshop.models.Product"] == SAMPLE_SIZES["products"]
         assert objects["sampleshop.models.Order"] == SAMPLE_SIZES["orders"]
         assert objects.get(SESSION, 0) == (SAMPLE_SIZES["sessions"] if n < 7 else 0)
+
+
+def test_populate_writes_the_credentials_file_for_its_owner_alone(release_data, tmp_path,
+                                                                 restore_code):
+    """It lists plain passwords: mode 0600 from its creation, even over a world-readable file."""
+    for n, path in release_data.items():
+        assert stat.S_IMODE(path.with_name(f"r{n}.credentials.json").stat().st_mode) == 0o600
+    target = tmp_path / "credentials.json"
+    target.write_text("{}")
+    target.chmod(0o644)
+    db = tmp_path / "small.fs"
+    assert populate_main(["--db", str(db), "--release", "1", "--accounts", "2", "--products", "1",
+                          "--orders", "1", "--sessions", "1", "--credentials", str(target)]) == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert len(json.loads(target.read_text())["accounts"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if "credentials" in p.name) == [target.name]
 
 
 def test_populate_makes_the_same_data_for_the_same_seed(restore_code):
@@ -477,3 +497,266 @@ def test_the_server_keeps_its_data_in_zeo_when_given_a_zeo_uri(tmp_path):
                 assert list(root["accounts"].keys()) == [me["username"]]
         finally:
             db.close()
+
+
+# -- hostile clients: every bad input is answered with a 4xx, never a 500 ------------------
+
+SURROGATE = "\ud800"  # JSON can spell it ("\ud800"), UTF-8 cannot encode it
+
+
+def nested(depth: int) -> bytes:
+    """A JSON body of arrays ``depth`` deep."""
+    return b"[" * depth + b"]" * depth
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("release", range(1, LATEST + 1), ids=lambda n: f"r{n}")
+def test_a_lone_surrogate_in_any_string_is_refused_400_by_every_release(release, release_copy):
+    """Release 1 logged in, and releases 5 on hashed, a password before looking at it: a lone
+    surrogate made them 500. Every string of every endpoint is refused 400 instead."""
+    path, credentials = release_copy(release)
+    known = credentials["accounts"][0]
+    sku = credentials["products"][0]
+    with running_server(path, release) as (base, _):
+        for path_, body in [
+            ("/accounts", {"username": "newcomer", "password": SURROGATE}),
+            ("/accounts", {"username": SURROGATE, "password": "x"}),
+            ("/login", {**known, "password": SURROGATE}),
+            ("/login", {"username": f"user{SURROGATE}", "password": known["password"]}),
+            ("/orders", {**known, "password": f"pw{SURROGATE}", "items": [{"sku": sku, "qty": 1}]}),
+            ("/orders", {**known, "items": [{"sku": SURROGATE, "qty": 1}]}),
+            ("/orders", {**known, "items": [{"sku": sku, "qty": 1, SURROGATE: 1}]}),
+        ]:
+            status, answer = http(base, "POST", path_, body)
+            assert (status, answer["status"]) == (400, 400), (path_, body, answer)
+            assert "surrogate" in answer["error"]
+        assert http(base, "POST", "/login", known)[0] == 200
+        assert http(base, "GET", "/accounts/newcomer")[0] == 404
+
+
+def test_an_old_account_whose_password_holds_a_lone_surrogate_upgrades_live(release_copy,
+                                                                           restore_code):
+    """Release 1 stored such a password unchecked before the server refused it: the server
+    answers that account's logins 401, not 500, and the upgrade hashes the password."""
+    path, credentials = release_copy(1)
+    shop = releases.activate(1)
+    db = open_database(str(path))
+    with db.transaction() as conn:
+        shop.api.create_account(conn.root(), "legacy", f"pw{SURROGATE}")
+    db.close()
+    with running_server(path, 1, admin_token="token") as (base, _):
+        assert http(base, "POST", "/login", {"username": "legacy", "password": "pw"})[0] == 401
+        status, update = http(base, "POST", "/admin/upgrade", {"release": LATEST}, token="token",
+                              timeout=300)
+        assert status == 200, update
+        assert http(base, "POST", "/login", {"username": "legacy", "password": "pw"})[0] == 401
+        assert http(base, "POST", "/login", credentials["accounts"][0])[0] == 200
+    releases.activate(LATEST)
+    db = open_database(str(path))
+    try:
+        with reading(db) as root:
+            assert root["accounts"]["legacy"].check_password(f"pw{SURROGATE}")
+    finally:
+        db.close()
+
+
+def test_a_token_signature_that_is_not_ascii_is_invalid_not_an_error(latest_shop):
+    tokens = latest_shop.tokens
+    secret = b"k" * 32
+    forged = base64.urlsafe_b64encode("user00000:9999999999:é".encode()).decode()
+    assert tokens.verify(secret, forged) is None
+    assert tokens.verify(secret, tokens.issue(secret, "user00000")) == "user00000"
+
+
+def test_json_nested_200000_deep_is_refused_400(served_release):
+    """The parser's RecursionError was a 500; bodies deeper than MAX_DEPTH are refused too."""
+    base, token = served_release.base, served_release.admin_token
+    for path in ("/accounts", "/login", "/orders", "/admin/upgrade"):
+        for body in (nested(200_000), b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                     b'{"items": ' + nested(MAX_DEPTH) + b"}"):
+            status, _, answer = raw_http(base, "POST", path, body, bearer(token))
+            assert status == 400, (path, body[:40])
+            assert json.loads(answer)["error"] == f"the body nests deeper than {MAX_DEPTH} levels"
+    within = b'{"items": ' + nested(MAX_DEPTH - 1) + b"}"
+    status, _, answer = raw_http(base, "POST", "/orders", within)
+    assert status == 400 and json.loads(answer)["error"].startswith("username")  # the API's own
+    assert http(base, "GET", "/health")[1]["release"] == served_release.release
+
+
+def test_a_body_larger_than_the_limit_is_refused_413(served_release):
+    """Refused on its Content-Length, before the body is read."""
+    headers = {"Content-Type": "application/json", "Content-Length": str(MAX_BODY + 1)}
+    status, _, _ = raw_http(served_release.base, "POST", "/accounts", b"", headers)
+    assert status == 413
+
+
+def test_the_wsgi_app_refuses_a_body_larger_than_the_limit_413(memory_db, monkeypatch):
+    """Behind another server than waitress too, which may not limit bodies itself."""
+    serve_with(monkeypatch, lambda root, method, path, body: (200, {}))
+    answer = {}
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/accounts",
+               "CONTENT_LENGTH": str(MAX_BODY + 1), "wsgi.input": io.BytesIO(b"{}")}
+    body = b"".join(SampleApp(memory_db)(environ, lambda status, headers: answer.update(
+        status=status)))
+    assert answer["status"] == "413 Request Entity Too Large"
+    assert json.loads(body)["status"] == 413
+
+
+ADMIN_BODIES_REFUSED = [
+    (b'{"release": true}', "not a JSON boolean"),
+    (b'{"release": false}', "not a JSON boolean"),
+    (b'{"release": "8"}', "not a JSON string"),
+    (b'{"release": 8.0}', "not a JSON number"),
+    (b'{"release": null}', "not a JSON null"),
+    (b'{"release": [8]}', "not a JSON array"),
+    (b'{"release": 0}', "there is no release 0"),
+    (b'{"release": -1}', "there is no release -1"),
+    (b'{"release": 9}', "there is no release 9"),
+    (b'{"release": 1000000000000000000000000000000}', "there is no release"),
+    (b"[8]", "must be a JSON object"),
+    (b"8", "must be a JSON object"),
+    (b'"8"', "must be a JSON object"),
+]
+
+
+def test_admin_upgrade_refuses_what_is_not_a_release_number_400(release_copy):
+    """``{"release": true}`` made the server load a folder ``rTrue`` and answer 500."""
+    path, _ = release_copy(1)
+    with running_server(path, 1, admin_token=ADMIN_TOKEN) as (base, _):
+        for body, error in ADMIN_BODIES_REFUSED:
+            status, _, answer = raw_http(base, "POST", "/admin/upgrade", body, bearer(ADMIN_TOKEN))
+            assert status == 400, body
+            assert error in json.loads(answer)["error"], (body, answer)
+        assert http(base, "GET", "/health")[1]["release"] == 1  # nothing was loaded
+        status, update = http(base, "POST", "/admin/upgrade", {"release": LATEST},
+                              token=ADMIN_TOKEN, timeout=300)
+        assert status == 200, update
+
+
+def test_admin_upgrade_to_an_older_release_than_the_one_served_is_refused_409(release_copy):
+    """It loaded release 1's code over release 8's data and answered 200."""
+    path, _ = release_copy(LATEST)
+    with running_server(path, LATEST, admin_token=ADMIN_TOKEN) as (base, _):
+        status, answer = http(base, "POST", "/admin/upgrade", {"release": 1}, token=ADMIN_TOKEN)
+        assert status == 409 and "only goes forward" in answer["error"]
+        assert http(base, "GET", "/health")[1]["release"] == LATEST
+        assert http(base, "POST", "/admin/upgrade", {"release": LATEST}, token=ADMIN_TOKEN)[0] == 200
+
+
+def test_admin_upgrade_requires_authorization_bearer_and_the_exact_token_401(served_release):
+    """A bare token was accepted. Anything but ``Bearer <token>`` is refused 401 with a
+    ``WWW-Authenticate: Bearer`` challenge, before the body is even read."""
+    base, token = served_release.base, served_release.admin_token
+    refused = [{}, {"Authorization": token}, {"Authorization": f"Basic {token}"},
+               {"Authorization": f"Token {token}"}, {"Authorization": "Bearer"},
+               {"Authorization": "Bearer "}, {"Authorization": f"Bearer  {token}"},
+               {"Authorization": f"Bearer {token[:-1]}"},
+               {"Authorization": f"Bearer {token}x"}, {"Authorization": f"Bearer{token}"},
+               {"Authorization": f"Bearer {token.upper()}"}]
+    for headers in refused:
+        for body in (b'{"release": 0}', nested(200_000)):
+            status, answer_headers, answer = raw_http(base, "POST", "/admin/upgrade", body, headers)
+            assert status == 401, headers
+            assert answer_headers["www-authenticate"].startswith("Bearer "), headers
+            assert json.loads(answer)["status"] == 401
+    _, answer_headers, _ = raw_http(base, "POST", "/admin/upgrade", b"{}", bearer("wrong"))
+    assert 'error="invalid_token"' in answer_headers["www-authenticate"]
+    for scheme in ("Bearer", "bearer"):  # the scheme's name is case-insensitive (RFC 7235)
+        headers = {"Authorization": f"{scheme} {token}"}
+        assert raw_http(base, "POST", "/admin/upgrade", b'{"release": 0}', headers)[0] == 400
+    assert http(base, "GET", "/health")[1]["release"] == served_release.release
+
+
+def test_a_live_update_asked_for_while_one_runs_is_refused_409(memory_db, restore_code):
+    releases.activate(1)
+    live = LiveUpdates(memory_db, 1)
+    app = SampleApp(memory_db, live=live, admin_token=ADMIN_TOKEN)
+    answer = {}
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/admin/upgrade",
+               "HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}", "CONTENT_LENGTH": "0",
+               "wsgi.input": io.BytesIO()}
+    with live._lock:  # what the running update holds
+        body = b"".join(app(environ, lambda status, headers: answer.update(status=status)))
+    assert answer["status"] == "409 Conflict"
+    assert json.loads(body) == {"error": "a live update is already running", "status": 409,
+                                "release": 1}
+
+
+def hostile_requests(served) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """What a hostile client sends each endpoint: (method, path, body, headers)."""
+    known = served.credentials["accounts"][0]
+    sku = served.credentials["products"][0]
+    as_json = {"Content-Type": "application/json"}
+
+    def order(items: Any) -> bytes:
+        return json.dumps({**known, "items": items}).encode()
+
+    bodies = [
+        b"", b"null", b"true", b"0", b"-1", b"1e400", b"NaN", b"Infinity", b'"x"', b"[]", b"{}",
+        b"9" * 5000, b"not json", b'{"username": "a"', b"\xff\xfe\x00", b"\xef\xbb\xbf{}",
+        '{"username": "é"}'.encode("utf-16"), nested(200_000), nested(MAX_DEPTH),
+        b'{"username": NaN, "password": -Infinity}',
+        json.dumps({"username": ["a"], "password": {"b": 1}}).encode(),
+        json.dumps({"username": 1, "password": 2.5}).encode(),
+        json.dumps({"username": None, "password": True}).encode(),
+        json.dumps({"username": "", "password": ""}).encode(),
+        json.dumps({"username": "a" * 100_000, "password": "b" * 100_000}).encode(),
+        json.dumps({**known, "password": "p" * (MAX_BODY // 2)}).encode(),
+        json.dumps({"username": SURROGATE, "password": SURROGATE}).encode(),
+        json.dumps({**known, "password": SURROGATE}).encode(),
+        json.dumps({SURROGATE: SURROGATE}).encode(),
+        json.dumps({**known, "username": known["username"] + "\x00"}).encode(),
+    ]
+    bodies += [order(items) for items in [
+        None, "x", 1, {}, {"sku": sku, "qty": 1}, [], [[sku, 1]], [None], [sku],
+        [{"sku": sku, "qty": qty} for qty in (0, -1, 1001, 10**30, True, 1.5, "1", None, [1])],
+        [{"sku": bad, "qty": 1} for bad in ([sku], {"sku": sku}, 1, None, "", SURROGATE)],
+        [{"sku": sku, "qty": 1}] * 51, [{"sku": f"NOPE-{i}", "qty": 1} for i in range(50)],
+    ]]
+    bodies += [b'{"username": "u", "password": "p", "items": [{"sku": "s", "qty": 1e400}]}',
+               b'{"username": "u", "password": "p", "items": [{"sku": "s", "qty": NaN}]}']
+    requests = [("POST", path, body, as_json)
+                for path in ("/accounts", "/login", "/orders") for body in bodies]
+    login = json.dumps(known).encode()
+    for headers in [{}, {"Content-Type": "text/plain"}, {"Content-Type": "application/xml"},
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                    {"Content-Type": "application/json; charset=latin-1"},
+                    {"Content-Type": "multipart/form-data; boundary=x"},
+                    {"Content-Length": "abc"}, {"Content-Length": "-1"},
+                    {"Content-Length": "1" + "0" * 30}, {"Content-Length": str(len(login) - 1)}]:
+        requests.append(("POST", "/login", login, {"Content-Length": str(len(login)), **headers}))
+    requests.append(("POST", "/login", login, {"Content-Length": None}))  # a body, no length
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(login), login)
+    requests.append(("POST", "/login", chunked, {"Transfer-Encoding": "chunked"}))
+    requests.append(("POST", "/login", b"zz\r\n", {"Transfer-Encoding": "chunked"}))
+    for path in ("/accounts/%ED%A0%80", "/accounts/%FF", "/accounts/%00", "/accounts/" + "a" * 5000,
+                 "/products/%ED%A0%80", "/products/..%2F..", "/orders/999999999999999999",
+                 "/orders/-1", "/orders/1e9", "/orders/%EF%BC%91", "/orders/" + "9" * 100,
+                 "/health?x=%ED%A0%80", "//health", "/health/", "/%2e%2e/health", "/nowhere"):
+        requests.append(("GET", path, b"", {}))
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "BREW"):
+        for path in ("/accounts", "/health", "/orders/1", "/admin/upgrade"):
+            requests.append((method, path, b"", bearer(served.admin_token)))
+    # last: some of these upgrade the server (an empty body names the latest release)
+    requests += [("POST", "/admin/upgrade", body, {**as_json, **bearer(served.admin_token)})
+                 for body in bodies + [body for body, _ in ADMIN_BODIES_REFUSED]]
+    return requests
+
+
+def test_no_hostile_request_is_answered_with_a_server_error(served_release):
+    """A table of bad bodies, types, numbers, headers, paths and methods, sent to every
+    endpoint of release 1 and of the latest release: each gets a 4xx (or a success)."""
+    base = served_release.base
+    errors = []
+    for method, path, body, headers in hostile_requests(served_release):
+        status, answer_headers, answer = raw_http(base, method, path, body, headers)
+        if status >= 500:
+            errors.append((status, method, path[:40], body[:60], headers, answer[:200]))
+        elif answer_headers.get("content-type") == "application/json" and method != "HEAD":
+            assert status < 400 or json.loads(answer)["status"] == status
+    assert errors == []
+    assert http(base, "GET", "/health")[0] == 200
+    assert http(base, "POST", "/login", served_release.credentials["accounts"][0])[0] == 200

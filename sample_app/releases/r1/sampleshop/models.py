@@ -23,7 +23,9 @@ class Account(Persistent):
         self.created = time.time()
 
     def check_password(self, password: str) -> bool:
-        return hmac.compare_digest(self.password.encode(), password.encode())
+        """Whether ``password`` is this account's; never an error, even for a lone surrogate."""
+        return hmac.compare_digest(self.password.encode("utf-8", "surrogatepass"),
+                                   password.encode("utf-8", "surrogatepass"))
 
 
 class Product(Persistent):

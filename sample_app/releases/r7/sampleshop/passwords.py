@@ -20,10 +20,21 @@ ITERATIONS = 200
 SALT_BYTES = 16
 
 
+def password_bytes(password: str) -> bytes:
+    """The UTF-8 of ``password``; a lone surrogate, which UTF-8 cannot encode, kept as is.
+
+    Releases 1 to 4 stored plain passwords unchecked, so one may hold a lone
+    surrogate (JSON ``"\\ud800"``): it hashes and checks all the same rather
+    than failing the migration, or the login, with UnicodeEncodeError. Text
+    encodes exactly as before, so no stored hash changes.
+    """
+    return password.encode("utf-8", "surrogatepass")
+
+
 def hash_password(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
     """The stored form of ``password``, with a fresh random salt unless one is given."""
     salt = os.urandom(SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    digest = hashlib.pbkdf2_hmac("sha256", password_bytes(password), salt, iterations)
     return f"{ALGORITHM}${iterations}${salt.hex()}${digest.hex()}"
 
 
@@ -33,7 +44,7 @@ def verify_password(password: str, stored: str) -> bool:
         algorithm, iterations, salt, digest = stored.split("$")
         if algorithm != ALGORITHM:
             return False
-        candidate = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt),
+        candidate = hashlib.pbkdf2_hmac("sha256", password_bytes(password), bytes.fromhex(salt),
                                         int(iterations))
     except ValueError:
         return False

@@ -31,4 +31,5 @@ def verify(secret: bytes, token: str, *, now: float | None = None) -> str | None
         fresh = int(expires) > (time.time() if now is None else now)
     except ValueError:
         return None
-    return username if fresh and hmac.compare_digest(signature, expected) else None
+    # bytes: compare_digest raises TypeError for a str that is not ASCII
+    return username if fresh and hmac.compare_digest(signature.encode(), expected.encode()) else None
