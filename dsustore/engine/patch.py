@@ -404,7 +404,7 @@ class Patch:
              host=socket.gethostname(), pid=os.getpid())
         caught_up, since = self._catch_up_while_running(passes, user_changed)
         timeline = self._timeline
-        with ExitStack() as held:
+        with timeline.phase("writes held"), ExitStack() as held:
             with timeline.phase("hold writes"):
                 if self.commit_gate:
                     held.enter_context(self.commit_gate())

@@ -142,6 +142,11 @@ def guard_stale_code(db: Any, revisions: Iterable[str]) -> StaleCodeGuard:
     return guard
 
 
+def guard_of(db: Any) -> StaleCodeGuard | None:
+    """The guard of ``db``'s connections, if it has one."""
+    return _guards.get(db)
+
+
 def known_revisions(migrations_dir: str | Path, head: str | None = None) -> set[str]:
     """The revisions code with these migrations knows: all of them, or ``head`` and its ancestors."""
     return revisions_in(RevisionGraph(load_scripts(migrations_dir)), head)

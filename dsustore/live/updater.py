@@ -32,11 +32,12 @@ from ..engine import Patch, PatchReport, Progress
 from ..engine.reports import Timeline
 from ..errors import LiveUpdateError
 from ..mop.swap import swap_live_objects
+from ..runtime.history import applied_revisions
 from ..runtime.lock import DEFAULT_TTL
 from ..runtime.runner import UpgradeResult, migrate, revision_graph
 from .code import CodeVersions
 from .gate import CommitGate
-from .stale import StaleCodeGuard, revisions_in
+from .stale import StaleCodeGuard, guard_of, guard_stale_code, revisions_in
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class LiveUpdater:
             self._running.release()
 
     def _upgrade(self, target: str) -> LiveUpdateResult:
+        # writes of the old code must wait at the barrier, then be refused or retried
+        guard = self.guard or guard_of(self.db) or guard_stale_code(self.db, applied_revisions(self.db))
         saved_modules = dict(sys.modules)
         saved_path = list(sys.path)
         timeline = Timeline()
@@ -138,14 +141,15 @@ class LiveUpdater:
             committed = True
             if report is not None:
                 reports.append(report)
-            versions.switch()
-            if self.guard is not None:
-                self.guard.allow(known)
+            generation = self.gate.advance()
+            # transactions begun before keep their snapshot and their code to the end
+            versions.switch(keeps_old=lambda: _began_before(self.gate, generation))
+            guard.allow(known)
             if self.on_switch is not None:
                 self.on_switch()
+            self.gate.when_retired(generation, versions.retire)
 
         def configure(patch: Patch) -> None:
-            patch.commit_gate = self.gate.closed
             patch.isolated_caches = True  # the application's threads run the old code meanwhile
             patch.after_commit(switch)
 
@@ -160,9 +164,8 @@ class LiveUpdater:
                                  transaction_per_migration=False, progress=self.progress,
                                  on_conflict="retry", configure=configure)
                 if not committed:  # nothing to migrate: switch to the new code all the same
-                    with self.gate.closed():
-                        switch(None, None)
-                        swap_live_objects(self.db)
+                    swap_live_objects(self.db)
+                    switch(None, None)
         except BaseException:
             if not committed:
                 versions.rollback()
@@ -170,10 +173,17 @@ class LiveUpdater:
             raise
         for report in reports:
             timeline.extend(report.phases)
+        commit_pause = sum(phase.duration for phase in timeline if phase.name == "writes held")
         log.info("live update done: %d migration(s); application held %.3fs to load code, "
-                 "%.3fs to commit", len(result.migrations), load_pause, self.gate.last_closed)
+                 "writes held %.3fs at the commit", len(result.migrations), load_pause, commit_pause)
         return LiveUpdateResult(result, switched=True, load_pause=load_pause,
-                                commit_pause=self.gate.last_closed, phases=timeline)
+                                commit_pause=commit_pause, phases=timeline)
+
+
+def _began_before(gate: CommitGate, generation: int) -> bool:
+    """Whether the calling thread runs a transaction begun before ``generation``."""
+    mine = gate.thread_generation()
+    return mine is not None and mine < generation
 
 
 __all__ = ["LiveUpdateResult", "LiveUpdater"]
