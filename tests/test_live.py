@@ -443,3 +443,29 @@ def test_a_write_during_the_commit_waits_and_lands_on_the_new_code(live_db, app_
     assert done.wait(10)
     account = _account(live_db, "arrived")
     assert type(account) is sys.modules["liveshop"].Account and account.username == "arrived"
+
+
+def test_the_pass_sleeps_between_batches_to_keep_to_its_share(monkeypatch):
+    """With pass_share 0.25, a batch that worked 1 s is followed by 3 s given to the
+    application's threads; with 1, by none."""
+    from dsustore.live import updater
+
+    clock = iter([10.0, 10.0, 11.0, 14.0, 20.0, 20.0, 21.0, 21.0])
+    slept: list[float] = []
+    monkeypatch.setattr(updater.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(updater.time, "sleep", slept.append)
+    seen = []
+    pacer = updater._Pacer(0.25, seen.append)
+    pacer("first batch")
+    pacer("second batch")
+    assert slept == [pytest.approx(3.0)] and seen == ["first batch", "second batch"]
+    unpaced = updater._Pacer(1.0, None)
+    unpaced("a")
+    unpaced("b")
+    assert len(slept) == 1
+
+
+@pytest.mark.parametrize("share", [0, -1, 1.5])
+def test_a_pass_share_outside_zero_to_one_is_refused(live_db, app_code, share):
+    with pytest.raises(ValueError, match="pass_share"):
+        LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: None, pass_share=share)

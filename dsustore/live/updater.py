@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,11 @@ from .gate import CommitGate
 from .stale import StaleCodeGuard, guard_of, guard_stale_code, revisions_in
 
 log = logging.getLogger(__name__)
+
+#: the share of the interpreter the migration pass may take from the application's threads
+PASS_SHARE = 0.5
+#: seconds between two hand-overs of the interpreter while the update runs (None: Python's)
+SWITCH_INTERVAL: float | None = 0.001
 
 
 @dataclass
@@ -90,7 +97,11 @@ class LiveUpdater:
         progress: Callable[[Progress], None] | None = None,
         lock_wait: float = 0,
         lock_ttl: float = DEFAULT_TTL,
+        pass_share: float = PASS_SHARE,
+        switch_interval: float | None = SWITCH_INTERVAL,
     ) -> None:
+        if not 0 < pass_share <= 1:
+            raise ValueError("pass_share is a fraction of the interpreter: above 0, at most 1")
         self.db = db
         self.migrations_dir = migrations_dir
         self.load_code = load_code
@@ -100,6 +111,8 @@ class LiveUpdater:
         self.progress = progress
         self.lock_wait = lock_wait
         self.lock_ttl = lock_ttl
+        self.pass_share = pass_share
+        self.switch_interval = switch_interval
         self._running = threading.Lock()
 
     def upgrade(self, target: str = "head") -> LiveUpdateResult:
@@ -154,14 +167,15 @@ class LiveUpdater:
             patch.after_commit(switch)
 
         try:
-            with versions.new_code_here():
+            with versions.new_code_here(), _interpreter_shared(self.switch_interval):
                 graph = revision_graph(self.migrations_dir)
                 # worked out now: the switch runs while the application is held
                 head = None if target in ("head", "heads") else target
                 known = revisions_in(graph, head)
                 result = migrate(self.db, self.migrations_dir, "upgrade", target, graph=graph,
                                  lock_wait=self.lock_wait, lock_ttl=self.lock_ttl,
-                                 transaction_per_migration=False, progress=self.progress,
+                                 transaction_per_migration=False,
+                                 progress=_Pacer(self.pass_share, self.progress),
                                  on_conflict="retry", configure=configure)
                 if not committed:  # nothing to migrate: switch to the new code all the same
                     swap_live_objects(self.db)
@@ -178,6 +192,39 @@ class LiveUpdater:
                  "writes held %.3fs at the commit", len(result.migrations), load_pause, commit_pause)
         return LiveUpdateResult(result, switched=True, load_pause=load_pause,
                                 commit_pause=commit_pause, phases=timeline)
+
+
+class _Pacer:
+    """A progress callback that keeps the pass to ``share`` of the interpreter: after each
+    batch it sleeps (holding nothing) for as long as the request threads are owed."""
+
+    def __init__(self, share: float, progress: Callable[[Progress], None] | None) -> None:
+        self.share = share
+        self.progress = progress
+        self._last: float | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if self._last is not None and self.share < 1:
+            time.sleep((now - self._last) * (1 - self.share) / self.share)
+        self._last = time.monotonic()
+        if self.progress is not None:
+            self.progress(progress)
+
+
+@contextmanager
+def _interpreter_shared(interval: float | None) -> Iterator[None]:
+    """Hand the interpreter between threads every ``interval`` seconds for the block, so a
+    request thread waits less for the pass to let go of it (Python's default is 5 ms)."""
+    if interval is None:
+        yield
+        return
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, before))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def _began_before(gate: CommitGate, generation: int) -> bool:
