@@ -469,3 +469,39 @@ def test_the_pass_sleeps_between_batches_to_keep_to_its_share(monkeypatch):
 def test_a_pass_share_outside_zero_to_one_is_refused(live_db, app_code, share):
     with pytest.raises(ValueError, match="pass_share"):
         LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: None, pass_share=share)
+
+
+def test_a_transaction_that_takes_its_snapshot_after_the_commit_runs_the_new_code(live_db, app_code):
+    """Entering the gate before the switch but beginning after the commit, a request sees
+    migrated data: it runs the new code, not the code of the moment it entered."""
+    import livehooks
+
+    app = App(live_db, sys.modules["liveshop"], CommitGate())
+    entered, committed = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def late_beginner():
+        with app.gate.transaction():
+            entered.set()
+            committed.wait(30)
+            tm = transaction.TransactionManager(explicit=True)
+            tm.begin()
+            conn = live_db.open(transaction_manager=tm)
+            account = conn.root()["accounts"]["user3"]
+            code = sys.modules["liveshop"]
+            seen["late"] = (code.VERSION, type(account) is code.Account, account.username)
+            tm.abort()
+            conn.close()
+
+    worker = threading.Thread(target=late_beginner)
+
+    def during():
+        if not entered.is_set():
+            worker.start()
+            entered.wait(10)
+
+    livehooks.during = during
+    LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: app_code.activate("v2"),
+                gate=app.gate, on_switch=committed.set).upgrade()
+    worker.join(30)
+    assert seen["late"] == (2, True, "user3")

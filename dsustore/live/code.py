@@ -56,10 +56,14 @@ class CodeVersions:
         self.added = [name for name in sys.modules
                       if name not in saved_modules and name.partition(".")[0] in packages]
         self._undo_lookups: Any = None
-        self._keeps_old: Callable[[], bool] | None = None
+        self._sees_new: Callable[[], bool] | None = None
+        #: whether the update committed (the new code is the process's code)
+        self.switched = False
 
-    def install(self) -> None:
-        """Put the stand-ins in ``sys.modules``: other threads see the old code again."""
+    def install(self, sees_new: Callable[[], bool] | None = None) -> None:
+        """Put the stand-ins in ``sys.modules``: other threads see the old code again --
+        except, once :meth:`switch` is called, those for which ``sees_new()`` is true."""
+        self._sees_new = sees_new
         for name, old in self.old.items():
             new = self.new.get(name)
             if new is None:
@@ -82,16 +86,16 @@ class CodeVersions:
         """Whether the calling thread runs the new code."""
         if getattr(_here, "new", False):
             return True
-        keeps_old = self._keeps_old
-        return keeps_old is not None and not keeps_old()
+        sees_new = self._sees_new
+        return sees_new() if sees_new is not None else self.switched
 
-    def switch(self, keeps_old: Callable[[], bool] | None = None) -> None:
-        """The new code for everyone (the update committed) -- but, until :meth:`retire`,
-        the threads for which ``keeps_old()`` is true."""
-        if keeps_old is None:
+    def switch(self) -> None:
+        """The update committed: the new code is the process's code. Without ``sees_new``
+        (see :meth:`install`) every thread runs it now; with it, the stand-ins stay until
+        :meth:`retire`."""
+        self.switched = True
+        if self._sees_new is None:
             self.retire()
-        else:
-            self._keeps_old = keeps_old
 
     def retire(self) -> None:
         """The new modules in ``sys.modules``: no thread runs the old code any more."""

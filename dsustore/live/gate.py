@@ -3,9 +3,10 @@
 The application enters :meth:`CommitGate.transaction` around each of its
 transactions (a web request, as pyramid_tm scopes them). The gate numbers the
 versions of the code the process has run (*generations*): a transaction runs,
-from its start to its end, the code of the generation it began in, and reads the
-snapshot it began with -- so a request that only reads is never held, whatever an
-update does meanwhile. A live update advances the generation at the switch to the
+from its start to its end, the code of the generation it began in -- or, when its
+snapshot (taken at its first transaction boundary) already holds the data of a
+newer generation, that generation's -- and reads the snapshot it began with; so a
+request that only reads is never held, whatever an update does meanwhile. A live update advances the generation at the switch to the
 new code; writes that would commit across the switch wait at the write barrier
 and are retried on the new code (:mod:`dsustore.runtime.barrier`).
 
@@ -55,8 +56,8 @@ class CommitGate:
             count = getattr(self._mine, "count", 0)
             if count == 0:  # the outermost scope decides the generation
                 self._mine.generation = self.generation
-            generation = self._mine.generation
-            self._by_generation[generation] += 1
+                self._mine.settled = False
+            self._by_generation[self._mine.generation] += 1
         self._mine.count = count + 1
         waited = time.monotonic() - started
         if waited > self.longest_wait:
@@ -67,6 +68,7 @@ class CommitGate:
             self._mine.count -= 1
             with self._cond:
                 self._active -= 1
+                generation = self._mine.generation  # it may have moved on
                 self._by_generation[generation] -= 1
                 if not self._by_generation[generation]:
                     del self._by_generation[generation]
@@ -74,6 +76,31 @@ class CommitGate:
                 self._cond.notify_all()
             for callback in due:
                 callback()
+
+    def settle_thread(self, decide: Callable[[int], int | None]) -> None:
+        """At the first transaction boundary of this thread's transaction, before it ran
+        any code on its snapshot: ``decide(generation)`` names the generation whose code
+        it runs instead (its snapshot turned out to hold that generation's data), or
+        None to keep its own. Later calls do nothing: a transaction never changes code
+        once it has run some."""
+        if getattr(self._mine, "count", 0) == 0 or self._mine.settled:
+            return
+        self._mine.settled = True
+        generation = decide(self._mine.generation)
+        if generation is None:
+            return
+        with self._cond:
+            before = self._mine.generation
+            if generation <= before:
+                return
+            self._mine.generation = generation
+            self._by_generation[generation] += 1
+            self._by_generation[before] -= 1
+            if not self._by_generation[before]:
+                del self._by_generation[before]
+            due = self._due()
+        for callback in due:
+            callback()
 
     def thread_generation(self) -> int | None:
         """The generation of the transaction this thread runs; None outside one."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class StaleCodeGuard:
         self.refused = 0
         #: how many writes found the barrier held and waited
         self.held = 0
+        #: called with each connection at its transaction boundaries, in its thread (a
+        #: live update matches each transaction's code to its snapshot with it)
+        self.on_boundary: Callable[[Any], None] | None = None
 
     def allow(self, revisions: Iterable[str]) -> None:
         """The code now knows ``revisions`` (after a live update loaded it)."""
@@ -110,6 +113,13 @@ class StaleCodeGuard:
 
 class _GuardedConnection:
     """Mixed into the database's connection class: checks the guard before writing."""
+
+    def newTransaction(self, transaction: Any = None, sync: bool = True) -> None:  # noqa: N802
+        conn: Any = self
+        super().newTransaction(transaction, sync)  # type: ignore[misc]
+        guard = _guards.get(conn.db())
+        if guard is not None and guard.on_boundary is not None:
+            guard.on_boundary(conn)
 
     def tpc_begin(self, transaction: Any) -> None:
         conn: Any = self

@@ -34,9 +34,10 @@ from ..engine import Patch, PatchReport, Progress
 from ..engine.reports import Timeline
 from ..errors import LiveUpdateError
 from ..mop.swap import swap_live_objects
-from ..runtime.history import applied_revisions
+from ..runtime.history import applied_in, applied_revisions
 from ..runtime.lock import DEFAULT_TTL
 from ..runtime.runner import UpgradeResult, migrate, revision_graph
+from ..storage.connections import is_private
 from .code import CodeVersions
 from .gate import CommitGate
 from .stale import StaleCodeGuard, guard_of, guard_stale_code, revisions_in
@@ -142,7 +143,11 @@ class LiveUpdater:
                 raise LiveUpdateError(
                     f"the new code does not load: {type(err).__name__}: {err}") from err
             versions = CodeVersions(saved_modules, saved_path)
-            versions.install()
+            # the generation of the new code: a transaction runs it once its snapshot
+            # holds the migrated data (see _Matching), and every one that begins after
+            # the switch
+            new_generation = self.gate.generation + 1
+            versions.install(lambda: _runs_new(self.gate, new_generation, versions.switched))
         load_pause = self.gate.last_closed
         log.info("live update: new code loaded (%d modules replaced); migrating", len(versions.old))
         committed = False
@@ -155,17 +160,22 @@ class LiveUpdater:
             if report is not None:
                 reports.append(report)
             generation = self.gate.advance()
-            # transactions begun before keep their snapshot and their code to the end
-            versions.switch(keeps_old=lambda: _began_before(self.gate, generation))
+            versions.switch()
             guard.allow(known)
             if self.on_switch is not None:
                 self.on_switch()
-            self.gate.when_retired(generation, versions.retire)
+
+            def retire() -> None:
+                versions.retire()
+                guard.on_boundary = None
+
+            self.gate.when_retired(generation, retire)
 
         def configure(patch: Patch) -> None:
             patch.isolated_caches = True  # the application's threads run the old code meanwhile
             patch.after_commit(switch)
 
+        guard.on_boundary = _Matching(self.gate, new_generation, lambda: known)
         try:
             with versions.new_code_here(), _interpreter_shared(self.switch_interval):
                 graph = revision_graph(self.migrations_dir)
@@ -182,6 +192,7 @@ class LiveUpdater:
                     switch(None, None)
         except BaseException:
             if not committed:
+                guard.on_boundary = None
                 versions.rollback()
                 log.exception("live update failed; the process continues on the old code and data")
             raise
@@ -227,10 +238,35 @@ def _interpreter_shared(interval: float | None) -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-def _began_before(gate: CommitGate, generation: int) -> bool:
-    """Whether the calling thread runs a transaction begun before ``generation``."""
+def _runs_new(gate: CommitGate, target: int, switched: bool) -> bool:
+    """Whether the calling thread runs the new code: its transaction is of the new
+    generation, or it runs none and the process has switched."""
     mine = gate.thread_generation()
-    return mine is not None and mine < generation
+    return switched if mine is None else mine >= target
+
+
+class _Matching:
+    """At each transaction boundary of a connection while a live update switches: the
+    thread's transaction runs the code that matches the data its snapshot holds.
+
+    A transaction may enter the gate before the switch and take its snapshot (begin)
+    after the commit: it then sees migrated data, and must run the new code.
+    """
+
+    def __init__(self, gate: CommitGate, target: int, revisions: Callable[[], set[str]]) -> None:
+        self.gate = gate
+        self.target = target
+        self.revisions = revisions
+
+    def __call__(self, conn: Any) -> None:
+        if not is_private(conn):
+            self.gate.settle_thread(lambda mine: self._decide(mine, conn))
+
+    def _decide(self, mine: int, conn: Any) -> int | None:
+        revisions = self.revisions()
+        if mine < self.target and revisions and revisions <= applied_in(conn):
+            return self.target
+        return None
 
 
 __all__ = ["LiveUpdateResult", "LiveUpdater"]
