@@ -6,9 +6,10 @@ versions of the code the process has run (*generations*): a transaction runs,
 from its start to its end, the code of the generation it began in -- or, when its
 snapshot (taken at its first transaction boundary) already holds the data of a
 newer generation, that generation's -- and reads the snapshot it began with; so a
-request that only reads is never held, whatever an update does meanwhile. A live update advances the generation at the switch to the
-new code; writes that would commit across the switch wait at the write barrier
-and are retried on the new code (:mod:`dsustore.runtime.barrier`).
+request that only reads is never held, whatever an update does meanwhile. A live
+update advances the generation at the switch to the new code; writes that would
+commit across the switch wait at the write barrier and are retried on the new code
+(:mod:`dsustore.runtime.barrier`).
 
 :meth:`CommitGate.closed` is the stronger form, for the moment ``sys.modules``
 itself changes (importing the new code): it waits for the transactions in flight
