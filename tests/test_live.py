@@ -445,23 +445,21 @@ def test_a_write_during_the_commit_waits_and_lands_on_the_new_code(live_db, app_
     assert type(account) is sys.modules["liveshop"].Account and account.username == "arrived"
 
 
-def test_the_pass_sleeps_between_batches_to_keep_to_its_share(monkeypatch):
-    """With pass_share 0.25, a batch that worked 1 s is followed by 3 s given to the
-    application's threads; with 1, by none."""
-    from dsustore.live import updater
+def test_the_pass_sleeps_after_each_slice_to_keep_to_its_share(monkeypatch):
+    """With a share of 0.25, 40 ms of work are followed by 120 ms given to the process's
+    other threads; less than a slice of work is not interrupted."""
+    from dsustore.engine import pacing
 
-    clock = iter([10.0, 10.0, 11.0, 14.0, 20.0, 20.0, 21.0, 21.0])
+    clock = iter([10.0, 10.01, 10.04, 10.16, 10.17])
     slept: list[float] = []
-    monkeypatch.setattr(updater.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(updater.time, "sleep", slept.append)
-    seen = []
-    pacer = updater._Pacer(0.25, seen.append)
-    pacer("first batch")
-    pacer("second batch")
-    assert slept == [pytest.approx(3.0)] and seen == ["first batch", "second batch"]
-    unpaced = updater._Pacer(1.0, None)
-    unpaced("a")
-    unpaced("b")
+    monkeypatch.setattr(pacing.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(pacing.time, "sleep", slept.append)
+    pacer = pacing.Pacer(0.25, slice_=0.02)
+    pacer()  # 10 ms worked: goes on
+    assert slept == []
+    pacer()  # 40 ms worked: sleeps three times as long
+    assert slept == [pytest.approx(0.12)] and pacer.slept == pytest.approx(0.12)
+    pacer()  # 10 ms since it woke: goes on
     assert len(slept) == 1
 
 
@@ -469,6 +467,18 @@ def test_the_pass_sleeps_between_batches_to_keep_to_its_share(monkeypatch):
 def test_a_pass_share_outside_zero_to_one_is_refused(live_db, app_code, share):
     with pytest.raises(ValueError, match="pass_share"):
         LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: None, pass_share=share)
+    with pytest.raises(ValueError, match="pass_share"):
+        dsustore.Patch(live_db, pass_share=share)
+
+
+def test_a_paced_patch_migrates_what_an_unpaced_one_does(live_db, app_code):
+    """Pacing changes when the pass works, not what it writes."""
+    app_code.activate("v2")
+    with dsustore.Patch(live_db, pass_share=0.5, batch_size=7) as patch:
+        patch.add_field("liveshop.Account", "active", True)
+    assert patch.report.migrated == {"liveshop.Account": 50}
+    with live_db.transaction() as conn:
+        assert all(account.active is True for account in conn.root()["accounts"].values())
 
 
 def test_a_transaction_that_takes_its_snapshot_after_the_commit_runs_the_new_code(live_db, app_code):

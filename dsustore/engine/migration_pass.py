@@ -63,6 +63,7 @@ from ..storage.pickles import GlobalRenamer, fingerprint, is_plain
 from ..storage.savepoints import FrozenStore
 from ..storage.spool import ScanSpool
 from .checks import check_classes
+from .pacing import EVERY
 from .reports import Progress
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,10 @@ class MigrationPass(Context):
                  old_ns: Any, new_ns: Any, operations: list[Operation], batch_size: int,
                  progress: Callable[[Progress], None] | None, frozen: FrozenStore | None = None,
                  label: str | None = None, old_renames: dict[tuple[str, str], tuple[str, str]]
-                 | None = None, spool: ScanSpool | None = None) -> None:
+                 | None = None, spool: ScanSpool | None = None,
+                 pace: Callable[[], None] | None = None) -> None:
         self.adapter = adapter
+        self.pace = pace
         self.conn = connection
         self.old_conn = old_connection
         self.at = at
@@ -259,8 +262,11 @@ class MigrationPass(Context):
         report_every = max(self.batch_size, 1)
         since_batch = 0
         created_before = len(tmp.creating)
+        pace = self.pace
         for oid, tid, original in self._records():
             result.scanned += 1
+            if pace is not None and result.scanned % EVERY == 0:
+                pace()
             if result.scanned % report_every == 0:
                 self._report(total)
             cached = cache.get(oid)
@@ -684,7 +690,7 @@ class MigrationPass(Context):
 
 
 def catch_up(passes: list[MigrationPass], adapter: StorageAdapter, changed: Iterable[bytes],
-             user_changed: set[bytes]) -> int:
+             user_changed: set[bytes], pace: Callable[[], None] | None = None) -> int:
     """Migrate what other transactions committed while the passes ran; returns how many.
 
     Each changed object is read as last committed and put through every stage in
@@ -702,7 +708,9 @@ def catch_up(passes: list[MigrationPass], adapter: StorageAdapter, changed: Iter
     changed = list(changed)
     adapter.prefetch(changed)
     storage = adapter.storage
-    for oid in changed:
+    for number, oid in enumerate(changed):
+        if pace is not None and number % EVERY == 0:
+            pace()
         try:
             data, tid = storage.load(oid)
         except POSKeyError:  # deleted meanwhile (packed or undone)

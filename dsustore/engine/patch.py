@@ -62,6 +62,7 @@ from ..storage.spool import ScanSpool
 from ..storage.transactions import mark
 from .capacity import check_lock_capacity
 from .migration_pass import MigrationPass, catch_up
+from .pacing import Pacer
 from .reports import PatchReport, Progress, StageReport, Timeline
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class Patch:
     of live objects (a running application uses it to hold new transactions for
     that moment). ``hold_writes`` is entered inside it, for the same moment: it holds
     the writes of other processes (the runner sets the database's write barrier).
+    ``pass_share`` below 1 makes the passes and the catch-up rounds run while the
+    application does sleep between short slices of work, keeping to that share of the
+    interpreter (a live update uses it so requests are not starved).
 
     A patch may run in stages (:meth:`stage`), each seeing what the earlier ones
     built, and still commit once: this is how several migrations apply as one
@@ -104,9 +108,12 @@ class Patch:
         commit_gate: Callable[[], AbstractContextManager[Any]] | None = None,
         hold_writes: Callable[[], AbstractContextManager[Any]] | None = None,
         isolated_caches: bool = False,
+        pass_share: float = 1.0,
     ) -> None:
         if on_conflict not in ("fail", "retry"):
             raise ValueError("on_conflict must be 'fail' or 'retry'")
+        if not 0 < pass_share <= 1:
+            raise ValueError("pass_share is a fraction of the interpreter: above 0, at most 1")
         self.db = db
         self.transaction_manager = transaction_manager or transaction_module.TransactionManager(
             explicit=True)
@@ -121,6 +128,10 @@ class Patch:
         #: connections the patch uses start and end with empty caches, so that nothing it
         #: cached reaches another thread (a live update runs new code beside the old)
         self.isolated_caches = isolated_caches
+        #: the share of the interpreter the passes and catch-up rounds may take from the
+        #: process's other threads (1: all they can get; see :mod:`.pacing`)
+        self.pass_share = pass_share
+        self._pacer: Pacer | None = None
         self._adapter = adapter_for(db)
         self._passes: list[MigrationPass] = []
         self._pool_size: int | None = None
@@ -377,6 +388,7 @@ class Patch:
     def _run(self, attempt: int) -> PatchReport:
         started = time.monotonic()
         self._timeline = Timeline()
+        self._pacer = Pacer(self.pass_share) if self.pass_share < 1 else None
         conn = self._conn
         tm = self.transaction_manager
         txn = tm.get()
@@ -463,7 +475,7 @@ class Patch:
         caught_up, since, previous = 0, self._at, None
         for _round in range(CATCH_UP_ROUNDS):
             with self._timeline.phase("catch-up"):
-                count, since = self._catch_up(passes, user_changed, since)
+                count, since = self._catch_up(passes, user_changed, since, self._pacer)
             caught_up += count
             if count <= CATCH_UP_ENOUGH or (previous is not None and count > previous // 2):
                 break
@@ -497,6 +509,7 @@ class Patch:
             at=self._at, old_ns=self._old_ns, new_ns=self._new_ns,
             operations=stage.operations, batch_size=self.batch_size, progress=self.progress,
             frozen=frozen, label=stage.label, old_renames=earlier_renames, spool=spool,
+            pace=self._pacer,
         )
         for op in stage.operations:
             try:
@@ -525,7 +538,7 @@ class Patch:
         )
 
     def _catch_up(self, passes: list[MigrationPass], user_changed: set[bytes],
-                  since: bytes) -> tuple[int, bytes]:
+                  since: bytes, pace: Pacer | None = None) -> tuple[int, bytes]:
         """Migrate what others committed after ``since`` (see :func:`catch_up`).
 
         Returns how many objects, and the transaction it caught up to.
@@ -541,7 +554,7 @@ class Patch:
                 "the database changed during the update and this storage cannot list the changes")
         if changed:
             log.info("migrating %d objects committed during the update", len(changed))
-        return catch_up(passes, self._adapter, changed, user_changed), upto
+        return catch_up(passes, self._adapter, changed, user_changed, pace), upto
 
     def _validate(self, validations: list[Validation]) -> list[str]:
         failures = []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -173,6 +172,7 @@ class LiveUpdater:
 
         def configure(patch: Patch) -> None:
             patch.isolated_caches = True  # the application's threads run the old code meanwhile
+            patch.pass_share = self.pass_share
             patch.after_commit(switch)
 
         guard.on_boundary = _Matching(self.gate, new_generation, lambda: known)
@@ -184,8 +184,7 @@ class LiveUpdater:
                 known = revisions_in(graph, head)
                 result = migrate(self.db, self.migrations_dir, "upgrade", target, graph=graph,
                                  lock_wait=self.lock_wait, lock_ttl=self.lock_ttl,
-                                 transaction_per_migration=False,
-                                 progress=_Pacer(self.pass_share, self.progress),
+                                 transaction_per_migration=False, progress=self.progress,
                                  on_conflict="retry", configure=configure)
                 if not committed:  # nothing to migrate: switch to the new code all the same
                     swap_live_objects(self.db)
@@ -203,24 +202,6 @@ class LiveUpdater:
                  "writes held %.3fs at the commit", len(result.migrations), load_pause, commit_pause)
         return LiveUpdateResult(result, switched=True, load_pause=load_pause,
                                 commit_pause=commit_pause, phases=timeline)
-
-
-class _Pacer:
-    """A progress callback that keeps the pass to ``share`` of the interpreter: after each
-    batch it sleeps (holding nothing) for as long as the request threads are owed."""
-
-    def __init__(self, share: float, progress: Callable[[Progress], None] | None) -> None:
-        self.share = share
-        self.progress = progress
-        self._last: float | None = None
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if self._last is not None and self.share < 1:
-            time.sleep((now - self._last) * (1 - self.share) / self.share)
-        self._last = time.monotonic()
-        if self.progress is not None:
-            self.progress(progress)
 
 
 @contextmanager
