@@ -7,12 +7,15 @@ The sequence, all inside the running process:
    every other thread the old ones (:mod:`dsustore.live.code`), so requests keep
    running the old code on the old state;
 2. the pending migrations run as the stages of one patch in its own connection
-   (one atomic commit for all of them), while the application keeps serving;
-3. the commit gate closes: transactions in flight end, new ones wait; objects the
-   application committed meanwhile are migrated too; the patch commits; cached
-   objects of every connection are swapped to the new classes; the application
-   switches to the new code (``on_switch``) and the stale-code guard learns the new
-   revisions; the gate opens.
+   (one atomic commit for all of them), while the application keeps serving; the
+   pass keeps to ``pass_share`` of the interpreter;
+3. what the application committed meanwhile is migrated in catch-up rounds; for
+   the last one and the commit, the write barrier holds writes (reads are never
+   held); the patch commits; every connection swaps its cached objects to the new
+   classes at its next transaction boundary; the application switches to the new
+   code (``on_switch``) and the stale-code guard learns the new revisions. Each
+   transaction runs the code that matches its snapshot (:mod:`dsustore.live.gate`);
+   the old modules give way once the last transaction on them ends.
 
 If anything fails before the commit, the process goes on with the old code and the
 old data: ``sys.modules`` and ``sys.path`` are restored.
@@ -79,10 +82,13 @@ class LiveUpdater:
     """Applies pending migrations to ``db`` while its process keeps serving, then switches code.
 
     ``load_code()`` imports the new version of the application into ``sys.modules``;
-    ``on_switch()`` is called inside the gate once the database is migrated, for the
-    application to start using the new modules. ``gate`` is the
-    :class:`CommitGate` the application scopes its transactions with; ``guard``
-    (optional) is the process's :class:`StaleCodeGuard`, told the new revisions.
+    ``on_switch()`` is called while writes are held, once the database is migrated,
+    for the application to start using the new modules. ``gate`` is the
+    :class:`CommitGate` the application scopes its transactions with; ``guard`` is
+    the process's :class:`StaleCodeGuard`, told the new revisions (one is installed
+    when the database has none). ``pass_share`` is the share of the interpreter the
+    pass may take from the application's threads, ``switch_interval`` how often
+    threads hand the interpreter over while the update runs (None: Python's own).
     """
 
     def __init__(
