@@ -187,6 +187,16 @@ class StorageAdapter:
         object's committed tid as of that transaction, unless written after it."""
         return None
 
+    def stage_commit(self, source: Any, upto: bytes) -> Any:
+        """Prepare ahead, while the application still writes, what a large commit of the
+        records ``source`` holds (a patch's savepoint storage) copies into the storage,
+        so that the commit itself, inside the moment writes are held, does little per
+        record; None where the storage has no such way (the commit then streams or stores
+        each record). The commit hands the result to :meth:`streaming_store`'s
+        ``copy_staged``. ``upto``: every record is migrated from its object's state as of
+        that committed transaction, or later."""
+        return None
+
     # -- reading ------------------------------------------------------------------
 
     def current_records(self, *, at: bytes | None = None, view: Any = None) -> Iterator[Record]:

@@ -10,22 +10,32 @@ here is ZODB's documented FileStorage format (``ZODB.FileStorage.format``).
 
 from __future__ import annotations
 
+import re
 import struct
 import sys
+import tempfile
 from array import array
-from collections.abc import Callable, Container, Iterator
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from itertools import repeat
+from operator import add
 from pathlib import Path
 from typing import Any
 
 from BTrees.fsBTree import fsBucket
 from ZODB.FileStorage import FileStorage
 from ZODB.fsIndex import fsIndex
-from ZODB.utils import u64, z64
+from ZODB.utils import p64, u64, z64
 
 from .adapter import Record, StorageAdapter, _after, _state_before
 
 _TXN_HEADER = struct.Struct(">8sQcHHH")  # tid, length, status, user/description/extension lengths
 _DATA_HEADER = struct.Struct(">8s8sQQHQ")  # oid, tid, previous, txn position, version length, length
+_FIELD = struct.Struct(">8s")  # one 8-byte field of a data record header
+_ONE = b"\0\0\0\0\0\0\0\1"  # the big-endian 8-byte field holding 1
+_KEYS = re.compile(rb"(?s)..")  # an fsIndex bucket's keys: an oid's last two bytes
+_VALUES = re.compile(rb"(?s)..(......)")  # its values: the last six bytes of a position
 
 
 class FileStorageAdapter(StorageAdapter):
@@ -51,6 +61,12 @@ class FileStorageAdapter(StorageAdapter):
 
     def oid_index(self) -> Container[bytes] | None:
         return self.storage._index  # kept in memory by the storage anyway
+
+    def stage_commit(self, source: Any, upto: bytes) -> StagedCommit | None:
+        """The data records of the coming commit, laid out ahead (see :class:`StagedCommit`)."""
+        if not StagedCommit.usable(self.storage):
+            return None
+        return StagedCommit.build(self.storage, self._end_of(upto), source)
 
     def streaming_store(self, upto: bytes | None = None) -> TransactionAppender | None:
         """A chunked append into the transaction being committed, where the serials are
@@ -145,6 +161,231 @@ class FileStorageAdapter(StorageAdapter):
         return end
 
 
+class StagedCommit:
+    """A large commit's records laid out ahead, while the application still writes, as
+    the data records of the FileStorage transaction that will commit them: in a
+    temporary file, each a header (oid, tid, previous record, transaction position,
+    version length 0, data length) and its data, the latest record of each object the
+    source holds, in the source's order.
+
+    Only the tid and the transaction position are unknown until the commit begins:
+    the commit copies the file into the transaction a chunk at a time, setting those
+    two fields in the chunk's buffer, and puts the records into the storage's index a
+    bucket at a time (:meth:`TransactionAppender.copy_staged`). Each header's previous
+    record is the object's current record when it was staged: a record whose object
+    was committed after ``upto`` (as the source vouches, see
+    :meth:`StorageAdapter.stage_commit`) is left out then, and stored one by one with
+    its serial checked, as is one stored again in the source since.
+
+    Kept per record, besides the file: where it lies in the file, where it lay in the
+    source, and the last two bytes of its oid (its key in the index bucket), 18
+    bytes; and where each run of oids with the same first six bytes (one index bucket)
+    starts.
+    """
+
+    #: how much is written, and copied into the transaction, at once
+    CHUNK = 1 << 22
+
+    def __init__(self, fs: FileStorage, start: int, end: int) -> None:
+        self.fs = fs
+        #: the index the previous records were read in (a pack replaces it)
+        self.index = fs._index
+        #: the data file's end after ``upto``: objects committed from here on are left out
+        self.start = start
+        #: the source's end when staged: the records staged are the latest before it
+        self.end = end
+        # open as long as the staged commit is: closed by close(), gone with the process
+        self.file = tempfile.TemporaryFile(prefix="dsustore-staged-")  # noqa: SIM115
+        #: where each record lies in the file, and the file's size last
+        self.offsets = array("Q")
+        #: where each record lay in the source (ascending)
+        self.sources = array("Q")
+        self.suffixes = bytearray()  # oid[6:] of each record
+        self.run_starts = array("Q")  # the first record of each run of one oid prefix
+        self.run_prefixes = bytearray()  # that prefix, oid[:6]
+        self.max_oid = z64
+
+    @classmethod
+    def usable(cls, fs: Any) -> bool:
+        """Whether ``fs`` can take staged records: a writable FileStorage with an fsIndex
+        and no quota (a quota is checked per record stored)."""
+        return (isinstance(fs, FileStorage) and fs._quota is None and not fs.isReadOnly()
+                and isinstance(fs._index, fsIndex))
+
+    @classmethod
+    def build(cls, fs: FileStorage, start: int, source: Any) -> StagedCommit | None:
+        """Stage the latest records of ``source`` (``latest()``: position, oid, serial, data
+        in the source's order; ``position``: its end); None if one cannot be staged."""
+        staged = cls(fs, start, source.position)
+        try:
+            complete = staged._write(source.latest(0))
+        except BaseException:
+            staged.close()
+            raise
+        if not complete:
+            staged.close()
+            return None
+        return staged
+
+    @property
+    def count(self) -> int:
+        return len(self.sources)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def _write(self, records: Iterator[tuple[int, bytes, bytes, bytes]]) -> bool:
+        position_of = _index_reader(self.index)
+        pack = _DATA_HEADER.pack
+        offsets, sources, suffixes = self.offsets, self.sources, self.suffixes
+        run_starts, run_prefixes = self.run_starts, self.run_prefixes
+        write = self.file.write
+        parts: list[bytes] = []
+        size = offset = 0
+        prefix = b""
+        max_oid = z64
+        for number, (position, oid, _serial, data) in enumerate(records):
+            if len(oid) != 8:
+                return False
+            if oid[:6] != prefix:
+                prefix = oid[:6]
+                run_starts.append(number)
+                run_prefixes += prefix
+            if oid > max_oid:
+                max_oid = oid
+            length = 42 + len(data)
+            offsets.append(offset)
+            sources.append(position)
+            suffixes += oid[6:]
+            parts.append(pack(oid, z64, position_of(oid) or 0, 0, 0, length - 42))
+            parts.append(data)
+            offset += length
+            size += length
+            if size >= self.CHUNK:
+                write(b"".join(parts))
+                parts, size = [], 0
+        write(b"".join(parts))
+        self.file.flush()
+        offsets.append(offset)
+        self.max_oid = max_oid
+        return True
+
+    def left_out(self, restaged: Iterable[int], latest: Mapping[bytes, int]
+                 ) -> tuple[list[int], list[int]] | None:
+        """The records not to copy, by number (ascending), and the source positions of
+        those among them whose latest record is the staged one (to store one by one):
+        the records stored again in the source since (``restaged``, their source
+        positions), and those of objects committed after ``upto`` (``latest``: each
+        object's latest source position). None if the staged records no longer apply."""
+        fs = self.fs
+        if fs._index is not self.index or self.file.closed or fs._pos < self.start:
+            return None
+        skip = set(restaged)
+        again: list[int] = []
+        for _, oid, _, _ in FileStorageAdapter(fs)._data_records(self.start, fs._pos, data=False):
+            at = latest.get(oid)
+            if at is not None and at < self.end and at not in skip:
+                skip.add(at)
+                again.append(at)
+        sources = self.sources
+        numbers = []
+        for at in skip:
+            number = bisect_left(sources, at)
+            if number == len(sources) or sources[number] != at:
+                return None  # not a staged record: nothing is copied, all is stored as before
+            numbers.append(number)
+        numbers.sort()
+        again.sort()
+        return numbers, again
+
+    def copy(self, write: Callable[[Any], Any], tid: bytes, tloc: int, left_out: list[int]) -> int:
+        """Copy the records into the transaction through ``write``, a chunk at a time, each
+        header given the transaction's ``tid`` and position ``tloc``, but the records
+        ``left_out`` (numbers, ascending); returns how many bytes were written."""
+        offsets, count, chunk = self.offsets, self.count, self.CHUNK
+        file = self.file
+        file.seek(0)
+        pack = _FIELD.pack_into
+        tloc_field = p64(tloc)
+        buffer = memoryview(bytearray(chunk))
+        skips = iter([*left_out, count])
+        skip = next(skips)
+        written = first = 0
+        while first < count:
+            start = offsets[first]
+            last = max(first + 1, bisect_right(offsets, start + chunk, first + 1, count + 1) - 1)
+            size = offsets[last] - start
+            view = buffer[:size] if size <= chunk else memoryview(bytearray(size))
+            _read_into(file, view)
+            starts = offsets[first:last]
+            deque(map(pack, repeat(view), map(add, starts, repeat(8 - start)), repeat(tid)), 0)
+            deque(map(pack, repeat(view), map(add, starts, repeat(24 - start)), repeat(tloc_field)),
+                  0)
+            at = 0
+            while skip < last:
+                write(view[at:offsets[skip] - start])
+                written += offsets[skip] - start - at
+                at = offsets[skip + 1] - start
+                skip = next(skips)
+            write(view[at:size])
+            written += size - at
+            first = last
+        return written
+
+    def positions(self, base: int, left_out: list[int]) -> bytes:
+        """Each record's position in the data file, once copied from ``base`` on without
+        the records ``left_out``, as 8 big-endian bytes (zeros for one left out).
+
+        No Python step per record: the offsets, read as one big-endian integer, get
+        ``base`` less what was left out before them added to every 8-byte field at once
+        (the fields hold file positions, far below 2**64: no carry crosses one)."""
+        offsets, count = self.offsets, self.count
+        fields = array("Q", offsets[:count])
+        if sys.byteorder == "little":
+            fields.byteswap()
+        raw = fields.tobytes()
+        parts: list[bytes] = []
+        first = shift = 0
+        for number in [*left_out, count]:
+            if number > first:
+                size = 8 * (number - first)
+                value = int.from_bytes(raw[8 * first:8 * number], "big") + \
+                    (base - shift) * int.from_bytes(_ONE * (number - first), "big")
+                parts.append(value.to_bytes(size, "big"))
+            if number < count:
+                parts.append(z64)
+                shift += offsets[number + 1] - offsets[number]
+                first = number + 1
+        return b"".join(parts)
+
+    def into_index(self, index: fsIndex, positions: bytes) -> None:
+        """Put every record's position into the storage's index, one bucket update per run
+        of oids sharing a bucket; a record left out gets position 0 here, which the
+        record stored for its object one by one replaces right after."""
+        buckets = index._data
+        starts = [*self.run_starts, self.count]
+        prefixes = bytes(self.run_prefixes)
+        suffixes = bytes(self.suffixes)
+        for run in range(len(starts) - 1):
+            first, last = starts[run], starts[run + 1]
+            keys = _KEYS.findall(suffixes, 2 * first, 2 * last)
+            values = _VALUES.findall(positions, 8 * first, 8 * last)
+            # a dict, not a list of pairs: zip reuses its pair, so no container per record
+            # is made (which would set the garbage collector off over the whole heap)
+            _bucket(buckets, prefixes[6 * run:6 * run + 6]).update(dict(zip(keys, values,
+                                                                            strict=True)))
+
+
+def _read_into(file: Any, view: memoryview) -> None:
+    """Fill ``view`` from ``file``."""
+    done = 0
+    while done < len(view):
+        got = file.readinto(view[done:])
+        if not got:
+            raise EOFError("the staged records file is shorter than staged")
+        done += got
+
+
 class TransactionAppender:
     """Stores records into the transaction a FileStorage is committing, as its ``store``
     does, a chunk at a time: per record one index look-up and one header, per chunk one
@@ -171,6 +412,8 @@ class TransactionAppender:
         self._parts: list[bytes] = []
         self._size = 0
         self._max_oid = fs._oid
+        #: staged records copied in, and their positions, for the index at the finish
+        self._staged: tuple[StagedCommit, bytes] | None = None
 
     @classmethod
     def usable(cls, fs: Any) -> bool:
@@ -195,6 +438,31 @@ class TransactionAppender:
         if self._size >= self.CHUNK:
             self._write()
 
+    def copy_staged(self, staged: StagedCommit, restaged: Iterable[int],
+                    latest: Mapping[bytes, int]) -> list[int] | None:
+        """Copy the staged records into the transaction, but those of objects stored again
+        since (``restaged``: their source positions) or committed since they were
+        staged; returns the source positions of the latter, to store one by one with the
+        records stored since (``latest``: each object's latest source position). None
+        when the staged records no longer apply: then nothing was copied."""
+        found = staged.left_out(restaged, latest)
+        if found is None:
+            return None
+        left_out, again = found
+        self._write()
+        fs = self._fs
+
+        def write(data: Any) -> None:
+            with fs._lock:
+                fs._tfile.write(data)
+
+        base = self._base + self._offset
+        self._offset += staged.copy(write, self._tid, self._tloc, left_out)
+        self._staged = (staged, staged.positions(base, left_out))
+        if staged.max_oid > self._max_oid:
+            self._max_oid = staged.max_oid
+        return again
+
     def _write(self) -> None:
         if self._parts:
             fs = self._fs
@@ -206,6 +474,10 @@ class TransactionAppender:
     def finish(self) -> None:
         """The transaction is being finished (the storage's lock is held): its records go
         into the storage's index at once, before the storage would add them one by one."""
+        if self._staged is not None:
+            staged, positions = self._staged
+            self._staged = None
+            staged.into_index(self._fs._index, positions)
         self._tindex.move_into(self._fs._index)
 
     def flush(self, transaction: Any = None) -> None:
