@@ -37,6 +37,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("connection", "_creating", "objects a flush created"),
     Internal("connection", "_commit", "flush changed objects without a savepoint"),
     Internal("connection", "_readCurrent", "objects a commit will lock (lock capacity)"),
+    Internal("connection", "_modified", "cached objects a streamed commit updates, or drops on abort"),
     Internal("connection", "_storage", "the savepoint storage; other ways to load"),
     Internal("connection", "_normal_storage", "the connection's MVCC view of the storage"),
     Internal("connection", "_savepoint_storage", "the appending savepoint storage"),
