@@ -139,18 +139,24 @@ def _update(path: str, monkeypatch: pytest.MonkeyPatch, *, staged: bool) -> tupl
     return db, patch
 
 
-@pytest.mark.parametrize("chunk", [StagedCommit.CHUNK, 300, 16])
-def test_a_staged_commit_writes_the_records_an_unstaged_one_does(source, monkeypatch, chunk):
+@pytest.mark.parametrize(("chunk", "run"), [(StagedCommit.CHUNK, StagedCommit.RUN),
+                                           (StagedCommit.CHUNK, 1 << 30), (StagedCommit.CHUNK, 2),
+                                           (300, 2), (16, 1)])
+def test_a_staged_commit_writes_the_records_an_unstaged_one_does(source, monkeypatch, chunk, run):
     """Same records, same tids, with staged records superseded and new objects created by
     the application between the staging and the commit; chunks of a few records, or
-    smaller than any record, copy the same bytes."""
+    smaller than any record, and records set a run of one size at a time or one by one,
+    copy the same bytes."""
     monkeypatch.setattr(dsustore.storage.savepoints, "FULL_INVALIDATION_AT", 1)
     monkeypatch.setattr(StagedCommit, "CHUNK", chunk)
+    monkeypatch.setattr(StagedCommit, "RUN", run)
     spy = _Spy(monkeypatch)
     plain_db, plain = _update(_copy(source, "plain.fs"), monkeypatch, staged=False)
     assert spy.staged == []
     staged_db, staged = _update(_copy(source, "staged.fs"), monkeypatch, staged=True)
     assert len(spy.staged) == 1 and spy.staged[0] is not None
+    runs = spy.staged[0].size_counts
+    assert (sum(runs) == 0) is (run > 100) and (sum(runs) == spy.staged[0].count) is (run == 1)
     assert spy.copied == [[]]  # every superseded record was stored again, none left behind
     try:
         assert staged.report.tid_after == plain.report.tid_after
@@ -167,6 +173,7 @@ def test_a_staged_commit_writes_the_records_an_unstaged_one_does(source, monkeyp
     finally:
         plain_db.close()
         staged_db.close()
+    check(str(source.with_name("staged.fs")))  # every header's transaction position too
 
 
 def test_a_staged_commit_leaves_a_valid_file_storage(source, monkeypatch):
@@ -178,6 +185,7 @@ def test_a_staged_commit_leaves_a_valid_file_storage(source, monkeypatch):
     path = _copy(source, "staged.fs")
     db, patch = _update(path, monkeypatch, staged=True)
     assert spy.copied == [[]]
+    assert db.storage._tfile.name == path + ".tmp"  # the storage has its own file back
     tid = p64(int(patch.report.tid_after, 16))
     image = storage_image(db)
     index = dict(db.storage._index.items())
@@ -249,6 +257,43 @@ def test_a_write_after_the_final_catch_up_is_left_out_of_the_copy_and_conflicts(
             assert {oid for oid in after if after[oid] != before.get(oid)} == {users["user7"]._p_oid}
             assert users["user7"].password == "late"
             assert not any(hasattr(u, "email") for u in users.values())
+        assert db.storage._tfile.name == path + ".tmp"  # given back before the abort
+        _commit_elsewhere(db, lambda root: setattr(root["users"]["user8"], "password", "after"))
+    finally:
+        db.close()
+    check(path)
+
+
+def test_a_failing_vote_gives_the_storage_its_transaction_file_back(source, monkeypatch):
+    """The staged file stands in for the storage's transaction file until the vote; a vote
+    that fails leaves nothing written, and the storage's own file back for what follows."""
+    monkeypatch.setattr(dsustore.storage.savepoints, "FULL_INVALIDATION_AT", 1)
+    spy = _Spy(monkeypatch)
+    path = _copy(source, "vote.fs")
+    db = ZODB.DB(FileStorage(path))
+    before = storage_image(db)
+    vote = FileStorage.tpc_vote
+    seen: list[str] = []
+
+    def failing_vote(storage, txn):
+        seen.append(storage._tfile.name)
+        vote(storage, txn)  # the data is written, then the disk is "full"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FileStorage, "tpc_vote", failing_vote)
+    try:
+        with pytest.raises(OSError), Patch(db) as patch:
+            patch.add_field(User, "email", policies.compute(_email))
+        assert spy.copied == [[]] and seen != [path + ".tmp"]
+        assert db.storage._tfile.name == path + ".tmp"
+        monkeypatch.setattr(FileStorage, "tpc_vote", vote)
+        assert storage_image(db) == before
+        _commit_elsewhere(db, lambda root: setattr(root["users"]["user8"], "password", "after"))
+        with Patch(db) as patch:
+            patch.add_field(User, "email", policies.compute(_email))
+        with db.transaction() as conn:
+            users = conn.root()["users"]
+            assert users["user8"].password == "after" and users["user8"].email == "user8@example.org"
     finally:
         db.close()
     check(path)

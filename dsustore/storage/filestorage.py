@@ -10,12 +10,13 @@ here is ZODB's documented FileStorage format (``ZODB.FileStorage.format``).
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import sys
 import tempfile
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from itertools import repeat
@@ -29,6 +30,7 @@ from ZODB.fsIndex import fsIndex
 from ZODB.utils import p64, u64, z64
 
 from .adapter import Record, StorageAdapter, _after, _state_before
+from .spool import close_apart
 
 _TXN_HEADER = struct.Struct(">8sQcHHH")  # tid, length, status, user/description/extension lengths
 _DATA_HEADER = struct.Struct(">8s8sQQHQ")  # oid, tid, previous, txn position, version length, length
@@ -166,25 +168,34 @@ class StagedCommit:
     the data records of the FileStorage transaction that will commit them: in a
     temporary file, each a header (oid, tid, previous record, transaction position,
     version length 0, data length) and its data, the latest record of each object the
-    source holds, in the source's order.
+    source holds.
 
     Only the tid and the transaction position are unknown until the commit begins:
-    the commit copies the file into the transaction a chunk at a time, setting those
-    two fields in the chunk's buffer, and puts the records into the storage's index a
-    bucket at a time (:meth:`TransactionAppender.copy_staged`). Each header's previous
+    the commit sets those two fields in the file, a chunk at a time, hands the file to
+    the storage as the transaction's (its vote copies the records from there), and
+    puts the records into the storage's index a bucket at a time
+    (:meth:`TransactionAppender.copy_staged`). Each header's previous
     record is the object's current record when it was staged: a record whose object
     was committed after ``upto`` (as the source vouches, see
     :meth:`StorageAdapter.stage_commit`) is left out then, and stored one by one with
     its serial checked, as is one stored again in the source since.
 
+    The records come in the source's order, a chunk at a time; within a chunk, those
+    of a size many records of the chunk have are put together, size by size (the
+    order of records in a transaction means nothing): the commit sets the two fields
+    of a run of records of one size with a few strided slice assignments instead of
+    two per record.
+
     Kept per record, besides the file: where it lies in the file, where it lay in the
     source, and the last two bytes of its oid (its key in the index bucket), 18
-    bytes; and where each run of oids with the same first six bytes (one index bucket)
-    starts.
+    bytes; per chunk, per run of one size and per run of oids with the same first six
+    bytes (one index bucket), where it starts.
     """
 
     #: how much is written, and copied into the transaction, at once
     CHUNK = 1 << 22
+    #: from how many records of one size in a chunk on they are put together
+    RUN = 16
 
     def __init__(self, fs: FileStorage, start: int, end: int) -> None:
         self.fs = fs
@@ -194,15 +205,27 @@ class StagedCommit:
         self.start = start
         #: the source's end when staged: the records staged are the latest before it
         self.end = end
-        # open as long as the staged commit is: closed by close(), gone with the process
-        self.file = tempfile.TemporaryFile(prefix="dsustore-staged-")  # noqa: SIM115
+        # unbuffered: the commit may write it in place and hand it to the storage as its
+        # transaction file. Open as long as the staged commit is: closed by close() (or
+        # by the commit that took it), gone with the process
+        self.file: Any = tempfile.TemporaryFile(prefix="dsustore-staged-", buffering=0)  # noqa: SIM115
         #: where each record lies in the file, and the file's size last
         self.offsets = array("Q")
-        #: where each record lay in the source (ascending)
+        #: where each record lay in the source
         self.sources = array("Q")
         self.suffixes = bytearray()  # oid[6:] of each record
-        self.run_starts = array("Q")  # the first record of each run of one oid prefix
-        self.run_prefixes = bytearray()  # that prefix, oid[:6]
+        self.prefix_starts = array("Q")  # the first record of each run of one oid prefix
+        self.prefixes = bytearray()  # that prefix, oid[:6]
+        #: the first record of each chunk, and the first source position it holds
+        self.chunk_starts = array("Q")
+        self.chunk_sources = array("Q")
+        #: per chunk, where its records of sizes not put together start
+        self.mixed_starts = array("Q")
+        #: the first record of each run of one size, and how many records it has
+        self.size_starts = array("Q")
+        self.size_counts = array("Q")
+        self.largest = 0  # the largest chunk, in bytes
+        self._end_offset = 0  # the file's size so far
         self.max_oid = z64
 
     @classmethod
@@ -232,43 +255,75 @@ class StagedCommit:
         return len(self.sources)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+
+    def take_file(self) -> Any:
+        """The file, which the caller closes from now on."""
+        file, self.file = self.file, None
+        return file
 
     def _write(self, records: Iterator[tuple[int, bytes, bytes, bytes]]) -> bool:
         position_of = _index_reader(self.index)
-        pack = _DATA_HEADER.pack
-        offsets, sources, suffixes = self.offsets, self.sources, self.suffixes
-        run_starts, run_prefixes = self.run_starts, self.run_prefixes
-        write = self.file.write
-        parts: list[bytes] = []
-        size = offset = 0
-        prefix = b""
-        max_oid = z64
-        for number, (position, oid, _serial, data) in enumerate(records):
+        chunk: list[tuple[int, bytes, bytes]] = []
+        size = 0
+        for position, oid, _serial, data in records:
             if len(oid) != 8:
                 return False
+            chunk.append((position, oid, data))
+            size += 42 + len(data)
+            if size >= self.CHUNK:
+                self._lay_out(chunk, position_of)
+                chunk, size = [], 0
+        if chunk:
+            self._lay_out(chunk, position_of)
+        self.file.flush()
+        self.offsets.append(self._end_offset)
+        return True
+
+    def _lay_out(self, chunk: list[tuple[int, bytes, bytes]],
+                 position_of: Callable[[bytes], int | None]) -> None:
+        """Write one chunk's records, those of a frequent size together."""
+        by_size: dict[int, list[int]] = {}
+        for number, (_position, _oid, data) in enumerate(chunk):
+            by_size.setdefault(len(data), []).append(number)
+        first = self.count
+        order: list[int] = []
+        for members in by_size.values():
+            if len(members) >= self.RUN:
+                self.size_starts.append(first + len(order))
+                self.size_counts.append(len(members))
+                order += members
+        self.chunk_starts.append(first)
+        self.chunk_sources.append(chunk[0][0])
+        self.mixed_starts.append(first + len(order))
+        if len(order) < len(chunk):
+            order += sorted(number for members in by_size.values() if len(members) < self.RUN
+                            for number in members)
+        pack = _DATA_HEADER.pack
+        offsets, sources, suffixes = self.offsets, self.sources, self.suffixes
+        prefix = bytes(self.prefixes[-6:])
+        offset = start = self._end_offset
+        parts: list[bytes] = []
+        max_oid = self.max_oid
+        for number in order:
+            position, oid, data = chunk[number]
             if oid[:6] != prefix:
                 prefix = oid[:6]
-                run_starts.append(number)
-                run_prefixes += prefix
+                self.prefix_starts.append(len(sources))
+                self.prefixes += prefix
             if oid > max_oid:
                 max_oid = oid
-            length = 42 + len(data)
             offsets.append(offset)
             sources.append(position)
             suffixes += oid[6:]
-            parts.append(pack(oid, z64, position_of(oid) or 0, 0, 0, length - 42))
+            parts.append(pack(oid, z64, position_of(oid) or 0, 0, 0, len(data)))
             parts.append(data)
-            offset += length
-            size += length
-            if size >= self.CHUNK:
-                write(b"".join(parts))
-                parts, size = [], 0
-        write(b"".join(parts))
-        self.file.flush()
-        offsets.append(offset)
+            offset += 42 + len(data)
+        _write_all(self.file, b"".join(parts))
         self.max_oid = max_oid
-        return True
+        self._end_offset = offset
+        self.largest = max(self.largest, offset - start)
 
     def left_out(self, restaged: Iterable[int], latest: Mapping[bytes, int]
                  ) -> tuple[list[int], list[int]] | None:
@@ -278,7 +333,8 @@ class StagedCommit:
         positions), and those of objects committed after ``upto`` (``latest``: each
         object's latest source position). None if the staged records no longer apply."""
         fs = self.fs
-        if fs._index is not self.index or self.file.closed or fs._pos < self.start:
+        if fs._index is not self.index or self.file is None or self.file.closed \
+                or fs._pos < self.start:
             return None
         skip = set(restaged)
         again: list[int] = []
@@ -287,37 +343,53 @@ class StagedCommit:
             if at is not None and at < self.end and at not in skip:
                 skip.add(at)
                 again.append(at)
-        sources = self.sources
+        chunks = [*self.chunk_starts, self.count]
         numbers = []
         for at in skip:
-            number = bisect_left(sources, at)
-            if number == len(sources) or sources[number] != at:
+            chunk = bisect_right(self.chunk_sources, at) - 1
+            try:
+                numbers.append(self.sources.index(at, chunks[max(chunk, 0)], chunks[chunk + 1]))
+            except ValueError:
                 return None  # not a staged record: nothing is copied, all is stored as before
-            numbers.append(number)
         numbers.sort()
         again.sort()
         return numbers, again
 
-    def copy(self, write: Callable[[Any], Any], tid: bytes, tloc: int, left_out: list[int]) -> int:
-        """Copy the records into the transaction through ``write``, a chunk at a time, each
-        header given the transaction's ``tid`` and position ``tloc``, but the records
-        ``left_out`` (numbers, ascending); returns how many bytes were written."""
-        offsets, count, chunk = self.offsets, self.count, self.CHUNK
-        file = self.file
+    def copy(self, file: Any, write: Callable[[Any], Any], tid: bytes, tloc: int,
+             left_out: list[int]) -> int:
+        """Copy the records from ``file`` (this staged commit's) through ``write``, a chunk
+        at a time, each header given the transaction's ``tid`` and position ``tloc``, but
+        the records ``left_out`` (numbers, ascending); returns how many bytes were
+        written. A chunk is written once read whole: ``write`` may write back into
+        ``file``, up to where it was read (the records then end up pulled together)."""
+        offsets, count = self.offsets, self.count
         file.seek(0)
         pack = _FIELD.pack_into
         tloc_field = p64(tloc)
-        buffer = memoryview(bytearray(chunk))
+        columns = [(8 + at, tid[at:at + 1]) for at in range(8)] + \
+            [(24 + at, tloc_field[at:at + 1]) for at in range(8)]
+        buffer = bytearray(self.largest)
+        whole = memoryview(buffer)
+        chunks = [*self.chunk_starts, count]
+        sizes = zip(self.size_starts, self.size_counts, strict=True)
+        size_run = next(sizes, (count, 0))
         skips = iter([*left_out, count])
         skip = next(skips)
-        written = first = 0
-        while first < count:
+        written = 0
+        for chunk, mixed in enumerate(self.mixed_starts):
+            first, last = chunks[chunk], chunks[chunk + 1]
             start = offsets[first]
-            last = max(first + 1, bisect_right(offsets, start + chunk, first + 1, count + 1) - 1)
             size = offsets[last] - start
-            view = buffer[:size] if size <= chunk else memoryview(bytearray(size))
+            view = whole[:size]
             _read_into(file, view)
-            starts = offsets[first:last]
+            while size_run[0] < mixed:  # runs of records of one size: a column at a time
+                run, many = size_run
+                at, step = offsets[run] - start, offsets[run + 1] - offsets[run]
+                stop = at + many * step
+                for field, byte in columns:
+                    buffer[at + field:stop:step] = byte * many
+                size_run = next(sizes, (count, 0))
+            starts = offsets[mixed:last]  # the others, record by record
             deque(map(pack, repeat(view), map(add, starts, repeat(8 - start)), repeat(tid)), 0)
             deque(map(pack, repeat(view), map(add, starts, repeat(24 - start)), repeat(tloc_field)),
                   0)
@@ -329,7 +401,6 @@ class StagedCommit:
                 skip = next(skips)
             write(view[at:size])
             written += size - at
-            first = last
         return written
 
     def positions(self, base: int, left_out: list[int]) -> bytes:
@@ -359,21 +430,38 @@ class StagedCommit:
         return b"".join(parts)
 
     def into_index(self, index: fsIndex, positions: bytes) -> None:
-        """Put every record's position into the storage's index, one bucket update per run
-        of oids sharing a bucket; a record left out gets position 0 here, which the
-        record stored for its object one by one replaces right after."""
-        buckets = index._data
-        starts = [*self.run_starts, self.count]
-        prefixes = bytes(self.run_prefixes)
+        """Put every record's position into the storage's index, one bucket update per oid
+        prefix; a record left out gets position 0 here, which the record stored for its
+        object one by one replaces right after."""
+        starts = [*self.prefix_starts, self.count]
+        prefixes = bytes(self.prefixes)
         suffixes = bytes(self.suffixes)
+        # dicts, not lists of pairs: zip reuses its pair, so no container per record is
+        # made (which would set the garbage collector off over the whole heap)
+        entries: dict[bytes, dict[bytes, bytes]] = {}
         for run in range(len(starts) - 1):
             first, last = starts[run], starts[run + 1]
             keys = _KEYS.findall(suffixes, 2 * first, 2 * last)
             values = _VALUES.findall(positions, 8 * first, 8 * last)
-            # a dict, not a list of pairs: zip reuses its pair, so no container per record
-            # is made (which would set the garbage collector off over the whole heap)
-            _bucket(buckets, prefixes[6 * run:6 * run + 6]).update(dict(zip(keys, values,
-                                                                            strict=True)))
+            entries.setdefault(prefixes[6 * run:6 * run + 6], {}).update(
+                zip(keys, values, strict=True))
+        buckets = index._data
+        for prefix, bucket_entries in entries.items():
+            _bucket(buckets, prefix).update(bucket_entries)
+
+
+def _write_all(file: Any, data: bytes) -> None:
+    """Write ``data`` to an unbuffered ``file``, whose write may take less."""
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view):]
+
+
+def _pwrite_all(fd: int, data: memoryview, position: int) -> None:
+    """Write ``data`` at ``position`` of ``fd``, whose pwrite may take less."""
+    while data:
+        done = os.pwrite(fd, data, position)
+        data, position = data[done:], position + done
 
 
 def _read_into(file: Any, view: memoryview) -> None:
@@ -396,6 +484,9 @@ class TransactionAppender:
     object's committed tid unless the object was written after that transaction (a patch
     caught up to it). A record of an object written after it goes through ``store``
     itself, which checks the serial and resolves or reports the conflict.
+
+    A commit staged ahead (:class:`StagedCommit`) puts its records in first
+    (:meth:`copy_staged`); what was written after the staging follows, record by record.
     """
 
     CHUNK = 1 << 20
@@ -414,6 +505,8 @@ class TransactionAppender:
         self._max_oid = fs._oid
         #: staged records copied in, and their positions, for the index at the finish
         self._staged: tuple[StagedCommit, bytes] | None = None
+        #: the storage's own transaction file, while the staged file stands in for it
+        self._own_tfile: Any = None
 
     @classmethod
     def usable(cls, fs: Any) -> bool:
@@ -440,28 +533,59 @@ class TransactionAppender:
 
     def copy_staged(self, staged: StagedCommit, restaged: Iterable[int],
                     latest: Mapping[bytes, int]) -> list[int] | None:
-        """Copy the staged records into the transaction, but those of objects stored again
+        """Put the staged records into the transaction, but those of objects stored again
         since (``restaged``: their source positions) or committed since they were
         staged; returns the source positions of the latter, to store one by one with the
         records stored since (``latest``: each object's latest source position). None
-        when the staged records no longer apply: then nothing was copied."""
+        when the staged records no longer apply, or the transaction holds records
+        already: then nothing was put in.
+
+        The staged file becomes the transaction's file until the vote (:meth:`restore`):
+        the records get their tid and transaction position in place, a chunk at a time,
+        pulled together over the ones left out, and the storage's vote copies them from
+        there -- not copied first into the storage's own file, whose pages the system
+        would have to find while the application waits.
+        """
+        fs = self._fs
+        with fs._lock:
+            if self._offset or self._parts or fs._tfile.tell():
+                return None
         found = staged.left_out(restaged, latest)
         if found is None:
             return None
         left_out, again = found
-        self._write()
-        fs = self._fs
+        file = staged.take_file()
+        end = 0
 
-        def write(data: Any) -> None:
-            with fs._lock:
-                fs._tfile.write(data)
+        def write_back(data: memoryview) -> None:
+            nonlocal end
+            _pwrite_all(file.fileno(), data, end)
+            end += len(data)
 
-        base = self._base + self._offset
-        self._offset += staged.copy(write, self._tid, self._tloc, left_out)
-        self._staged = (staged, staged.positions(base, left_out))
+        try:
+            self._offset = staged.copy(file, write_back, self._tid, self._tloc, left_out)
+            file.seek(self._offset)
+        except BaseException:
+            file.close()
+            raise
+        with fs._lock:
+            self._own_tfile, fs._tfile = fs._tfile, file
+        self._staged = (staged, staged.positions(self._base, left_out))
         if staged.max_oid > self._max_oid:
             self._max_oid = staged.max_oid
         return again
+
+    def restore(self) -> None:
+        """Give the storage its own transaction file back, if the staged file stood in for
+        it: after the vote copied it, or before the transaction is aborted (while the
+        transaction still holds the storage's commit lock)."""
+        if self._own_tfile is None:
+            return
+        fs = self._fs
+        with fs._lock:
+            file, fs._tfile = fs._tfile, self._own_tfile
+        self._own_tfile = None
+        close_apart(file.close)
 
     def _write(self) -> None:
         if self._parts:

@@ -75,7 +75,8 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("filestorage", "_ltid", "the last committed transaction"),
     Internal("filestorage", "_transaction", "store a committing transaction's records in chunks"),
     Internal("filestorage", "_quota", "store in chunks only where no quota is checked"),
-    Internal("filestorage", "_tfile", "the committing transaction's records, written in chunks"),
+    Internal("filestorage", "_tfile", "the committing transaction's records, written in chunks, "
+             "or a staged commit's file standing in for it until the vote"),
     Internal("filestorage", "_tindex", "where each record of the committing transaction lies"),
     Internal("committing_filestorage", "_thl", "the committing transaction's header length"),
     Internal("filestorage", "_tid", "the committing transaction's tid, in each record header"),

@@ -14,7 +14,6 @@ ZODB's own path.
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from ZODB.POSException import ConflictError
 from ZODB.utils import p64, u64
 
 from . import adapter_for
+from .spool import close_apart
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
 _HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
@@ -146,8 +146,7 @@ class AppendingTmpStore(TmpStore):
             for close in closes:
                 close()
             return
-        threading.Thread(target=_run_all, args=(closes,), daemon=True,
-                         name="dsustore: closing a savepoint").start()
+        close_apart(*closes)
 
     def frozen(self) -> FrozenStore:
         """What this store holds now, readable later even after more is appended."""
@@ -204,11 +203,6 @@ class AppendingTmpStore(TmpStore):
             if position not in superseded:
                 yield position, oid, serial, data
             position += size
-
-
-def _run_all(calls: list[Callable[[], Any]]) -> None:
-    for call in calls:
-        call()
 
 
 def _read_record(read: Any) -> tuple[bytes, bytes, bytes]:
@@ -379,13 +373,36 @@ def _record_store(instance: Any, count: int, upto: bytes | None
                 other._invalidateCache()
             func(tid)
 
-        instance.__dict__.pop("tpc_finish", None)
+        _unhook(instance)
         return finish(transaction, invalidate_all)
 
     instance.tpc_finish = tpc_finish
+    restore = getattr(streaming, "restore", None)
+    if restore is not None:  # what the streaming store lent the storage comes back
+        vote, abort = instance.tpc_vote, instance.tpc_abort
+
+        def tpc_vote(transaction: Any) -> Any:
+            instance.__dict__.pop("tpc_vote", None)
+            try:
+                return vote(transaction)
+            finally:
+                restore()
+
+        def tpc_abort(transaction: Any) -> Any:
+            _unhook(instance)
+            restore()  # before the storage's commit lock is let go
+            return abort(transaction)
+
+        instance.tpc_vote, instance.tpc_abort = tpc_vote, tpc_abort
     if streaming is not None:
         return streaming.store, streaming.flush, streaming
     return storage.store, _stored, None
+
+
+def _unhook(instance: Any) -> None:
+    """The storage instance's own two-phase commit methods, back."""
+    for name in ("tpc_vote", "tpc_abort", "tpc_finish"):
+        instance.__dict__.pop(name, None)
 
 
 def _stored(transaction: Any) -> None:
@@ -396,4 +413,5 @@ def release(conn: Connection) -> None:
     """Give a pooled connection back its ordinary savepoint commit."""
     conn.__dict__.pop("_commit_savepoint", None)
     conn.__dict__.pop("commit", None)
-    getattr(conn._normal_storage, "__dict__", {}).pop("tpc_finish", None)  # if it never finished
+    if isinstance(conn._normal_storage, MVCCAdapterInstance):  # if it never finished
+        _unhook(conn._normal_storage)

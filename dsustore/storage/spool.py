@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import struct
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 from .adapter import Record
 
@@ -48,3 +49,16 @@ class ScanSpool:
 
     def close(self) -> None:
         self._file.close()
+
+
+def close_apart(*closes: Callable[[], object]) -> None:
+    """Call ``closes`` in another thread: closing a large temporary file frees its pages,
+    which takes a while nothing needs to wait for (the file has no name; the process's
+    end removes it all the same)."""
+    threading.Thread(target=_call_all, args=(closes,), daemon=True,
+                     name="dsustore: closing temporary files").start()
+
+
+def _call_all(calls: tuple[Callable[[], object], ...]) -> None:
+    for call in calls:
+        call()
