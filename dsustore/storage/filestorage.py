@@ -430,24 +430,33 @@ class StagedCommit:
         return b"".join(parts)
 
     def into_index(self, index: fsIndex, positions: bytes) -> None:
-        """Put every record's position into the storage's index, one bucket update per oid
-        prefix; a record left out gets position 0 here, which the record stored for its
-        object one by one replaces right after."""
+        """Put every record's position into the storage's index, one bucket update per run
+        of oids sharing an index bucket; a record left out gets position 0 here, which
+        the record stored for its object one by one replaces right after."""
         starts = [*self.prefix_starts, self.count]
         prefixes = bytes(self.prefixes)
         suffixes = bytes(self.suffixes)
-        # dicts, not lists of pairs: zip reuses its pair, so no container per record is
-        # made (which would set the garbage collector off over the whole heap)
-        entries: dict[bytes, dict[bytes, bytes]] = {}
+        buckets = index._data
         for run in range(len(starts) - 1):
             first, last = starts[run], starts[run + 1]
             keys = _KEYS.findall(suffixes, 2 * first, 2 * last)
             values = _VALUES.findall(positions, 8 * first, 8 * last)
-            entries.setdefault(prefixes[6 * run:6 * run + 6], {}).update(
-                zip(keys, values, strict=True))
-        buckets = index._data
-        for prefix, bucket_entries in entries.items():
-            _bucket(buckets, prefix).update(bucket_entries)
+            _bucket(buckets, prefixes[6 * run:6 * run + 6]).update(
+                _Items(zip(keys, values, strict=True)))
+
+
+class _Items:
+    """Pairs for a BTree's ``update``, which takes them from ``items()``: made one at a
+    time as it reads them (zip reuses its pair), not a container per record, which
+    would also set the garbage collector off over the whole heap."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: Iterator[tuple[bytes, bytes]]) -> None:
+        self._pairs = pairs
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return self._pairs
 
 
 def _write_all(file: Any, data: bytes) -> None:
