@@ -8,8 +8,11 @@
 3. applies every migration live, through the server's admin endpoint, while the
    load goes on;
 4. prints the requests served before, during and after the update, the failed
-   ones, the longest a request took, the objects migrated per class and the
-   snapshot the update took;
+   ones, the longest a request took, p50/p99 latency before, during and after,
+   how long writes were held at the commit and what that moment was made of, the
+   objects migrated per class and the snapshot the update took; and saves a
+   picture of the run (``latency.svg``: request latency over time, the update's
+   phases marked) next to ``run.json``, the measurements it was drawn from;
 5. restores that snapshot into a copy of the database and shows the old data back.
 
 ``--db zeo://HOST:PORT`` runs it against a ZEO server instead (an empty database);
@@ -40,6 +43,7 @@ from ZODB.FileStorage import FileStorage
 import dsustore
 from sample_app import releases
 from sample_app.load import Load, Request, call
+from sample_app.picture import draw
 from sample_app.server import launch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
               f"warming up {args.warmup:.0f}s", flush=True)
         time.sleep(args.warmup)
         print(f"[3/5] live upgrade to release {releases.LATEST} ...", flush=True)
-        update_start = time.monotonic()
+        update_start = time.time()
         status, update = call(base, "POST", "/admin/upgrade", {"release": releases.LATEST},
                               token=token, timeout=1800)
-        update_end = time.monotonic()
+        update_end = time.time()
         time.sleep(args.after)
         requests = load.stop()
         _, health = call(base, "GET", "/health")
@@ -86,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     failed = _report(requests, update, health, update_start, update_end)
+    rows = [[r.kind, r.started, r.ended, r.status] for r in requests]
     (work / "run.json").write_text(json.dumps({
-        "update": update, "update_start": update_start, "update_end": update_end,
-        "requests": [[r.kind, r.started, r.ended, r.status] for r in requests]}))
+        "update": update, "update_start": update_start, "update_end": update_end, "requests": rows}))
+    picture = draw(work / "latency.svg", rows, update["phases"], (update_start, update_end))
+    print(f"  picture            {picture} (latency over time, the update's phases marked)\n")
     snapshot = update["snapshot"]["name"]
     if args.db:
         print(f"[5/5] restoring the snapshot in {data} ...", flush=True)
@@ -118,9 +124,15 @@ def _report(requests: list[Request], update: dict[str, Any], health: dict[str, A
           f"({', '.join(update['revisions'])}), one transaction")
     print(f"  longest request    {slowest.duration * 1000:.0f} ms ({slowest.kind})"
           + (f"; longest during the update {slowest_during.duration * 1000:.0f} ms"
-             if slowest_during else ""))
-    print(f"  application held   {update['commit_pause'] * 1000:.0f} ms at the commit, "
-          f"{update['load_pause'] * 1000:.0f} ms to load the new code")
+             f" ({slowest_during.kind})" if slowest_during else ""))
+    print("  latency p50 / p99  " + "   ".join(
+        f"{label} {_percentile(group, 50):.0f} / {_percentile(group, 99):.0f} ms"
+        for label, group in (("before", before), ("during", during), ("after", after))))
+    reads = [r for r in during if r.kind == "read"]
+    print(f"  reads during       {len(reads):,}, longest {max((r.duration for r in reads), default=0) * 1000:.0f} ms"
+          " (reads are never held)")
+    print(f"  application held   {update['commit_pause'] * 1000:.0f} ms at the commit (writes "
+          f"only: {_held(update['phases'])}), {update['load_pause'] * 1000:.0f} ms to load the new code")
     print("  objects migrated   (per migration, all in one transaction)")
     for migration in update["migrations"]:
         counts = ", ".join(f"{n:,} {c.rsplit('.', 1)[-1]}" for c, n in sorted(migration["migrated"].items())
@@ -132,6 +144,21 @@ def _report(requests: list[Request], update: dict[str, Any], health: dict[str, A
     snap = update["snapshot"]
     print(f"  snapshot taken     {snap['name']} ({snap['kind']}, tid {snap['tid']})\n")
     return len(failed)
+
+
+def _percentile(requests: list[Request], percent: float) -> float:
+    """The request duration (ms) that ``percent`` per cent of ``requests`` do not exceed."""
+    if not requests:
+        return 0.0
+    durations = sorted(r.duration for r in requests)
+    return durations[min(len(durations) - 1, int(len(durations) * percent / 100))] * 1000
+
+
+def _held(phases: list[dict[str, Any]]) -> str:
+    """What the held moment was made of, in ms."""
+    inside = ("hold writes", "final catch-up", "commit", "swap", "switch")
+    return ", ".join(f"{p['name']} {(p['end'] - p['start']) * 1000:.0f}"
+                     for p in phases if p["name"] in inside)
 
 
 def _restore(db: Any, snapshot: str, where: str) -> bool:

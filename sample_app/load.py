@@ -1,9 +1,10 @@
 """A load of concurrent login and order requests against a running sample_app server.
 
-Each worker thread logs in as a known account and places an order, again and
-again, over HTTP on the loopback interface; every request is recorded with its
-start and end time and status, so the caller can count what was served before,
-during and after a live update and how long the longest request waited.
+Each worker thread logs in as a known account, places an order and reads it back,
+again and again, over HTTP on the loopback interface; every request is recorded
+with its start and end time (seconds since the epoch, to line up with the phases
+the server reports) and status, so the caller can count what was served before,
+during and after a live update and how long requests waited.
 """
 
 from __future__ import annotations
@@ -86,14 +87,18 @@ class Load:
             account = rng.choice(accounts)
             self._timed("login", "POST", "/login", account)
             order = dict(account, items=[{"sku": rng.choice(skus), "qty": rng.randint(1, 3)}])
-            self._timed("order", "POST", "/orders", order)
+            placed = self._timed("order", "POST", "/orders", order)
+            if placed.get("order") is not None:
+                self._timed("read", "GET", f"/orders/{placed['order']}", None)
 
-    def _timed(self, kind: str, method: str, path: str, body: Any) -> None:
-        started = time.monotonic()
+    def _timed(self, kind: str, method: str, path: str, body: Any) -> dict[str, Any]:
+        started = time.time()
+        answer: dict[str, Any] = {}
         try:
             status, answer = call(self.base, method, path, body)
             error = "" if 200 <= status < 300 else str(answer.get("error", ""))
         except Exception as err:  # a refused or dropped connection is a failed request too
             status, error = 0, f"{type(err).__name__}: {err}"
         with self._lock:
-            self.requests.append(Request(kind, started, time.monotonic(), status, error))
+            self.requests.append(Request(kind, started, time.time(), status, error))
+        return answer

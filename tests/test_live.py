@@ -365,3 +365,143 @@ def test_the_closer_own_transaction_does_not_block_it():
         with gate.closed():
             with gate.transaction():  # the updater's own nested work is let through
                 pass
+
+
+def test_reads_are_never_held_and_finish_on_the_snapshot_and_code_they_began_with(live_db, app_code):
+    """While the update holds writes at its commit, a read begun before it goes on, loading
+    from its own snapshot with the old code, and a read begun during it is not held either."""
+    import livehooks
+
+    app = App(live_db, sys.modules["liveshop"], CommitGate())
+    old_class = app.code.Account
+    began, switched, finished = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def straddling_read():
+        with app.gate.transaction():
+            tm = transaction.TransactionManager(explicit=True)
+            tm.begin()
+            conn = live_db.open(transaction_manager=tm)
+            accounts = conn.root()["accounts"]
+            assert accounts["user1"].name == "user1"
+            began.set()
+            switched.wait(30)
+            later = accounts["user7"]  # a ghost loaded after the commit, from its snapshot
+            seen["straddling"] = (type(later), later.name, sys.modules["liveshop"].VERSION)
+            tm.abort()
+            conn.close()
+        finished.set()
+
+    def fresh_read():
+        with app.gate.transaction():
+            tm = transaction.TransactionManager(explicit=True)
+            tm.begin()
+            conn = live_db.open(transaction_manager=tm)
+            seen["fresh"] = (conn.root()["accounts"]["user7"].username, sys.modules["liveshop"].VERSION)
+            tm.abort()
+            conn.close()
+
+    def during():
+        if not began.is_set():
+            threading.Thread(target=straddling_read).start()
+            began.wait(10)
+
+    def switch():  # inside the held window: writes wait, reads must not
+        app.code = sys.modules["liveshop"]
+        switched.set()
+        assert finished.wait(10), "the read begun before the update was held"
+        reader = threading.Thread(target=fresh_read)
+        reader.start()
+        reader.join(10)
+        assert "fresh" in seen, "a read begun during the commit was held"
+
+    livehooks.during = during
+    LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: app_code.activate("v2"),
+                gate=app.gate, on_switch=switch).upgrade()
+    assert seen["straddling"] == (old_class, "user7", 1)
+    assert seen["fresh"] == ("user7", 2)
+    assert sys.modules["liveshop"].Account is not old_class
+    assert type(sys.modules["liveshop"]) is type(sys)  # the new module itself, once no old read runs
+
+
+def test_a_write_during_the_commit_waits_and_lands_on_the_new_code(live_db, app_code):
+    """A write arriving while the update commits waits for it, then runs on the new code."""
+    app = App(live_db, sys.modules["liveshop"], CommitGate())
+    done = threading.Event()
+
+    def write():
+        app.request(write="arrived")
+        done.set()
+
+    def switch():
+        app.code = sys.modules["liveshop"]
+        threading.Thread(target=write).start()
+        assert not done.wait(0.3), "a write landed while the update held writes"
+
+    LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: app_code.activate("v2"),
+                gate=app.gate, on_switch=switch).upgrade()
+    assert done.wait(10)
+    account = _account(live_db, "arrived")
+    assert type(account) is sys.modules["liveshop"].Account and account.username == "arrived"
+
+
+def test_the_pass_sleeps_between_batches_to_keep_to_its_share(monkeypatch):
+    """With pass_share 0.25, a batch that worked 1 s is followed by 3 s given to the
+    application's threads; with 1, by none."""
+    from dsustore.live import updater
+
+    clock = iter([10.0, 10.0, 11.0, 14.0, 20.0, 20.0, 21.0, 21.0])
+    slept: list[float] = []
+    monkeypatch.setattr(updater.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(updater.time, "sleep", slept.append)
+    seen = []
+    pacer = updater._Pacer(0.25, seen.append)
+    pacer("first batch")
+    pacer("second batch")
+    assert slept == [pytest.approx(3.0)] and seen == ["first batch", "second batch"]
+    unpaced = updater._Pacer(1.0, None)
+    unpaced("a")
+    unpaced("b")
+    assert len(slept) == 1
+
+
+@pytest.mark.parametrize("share", [0, -1, 1.5])
+def test_a_pass_share_outside_zero_to_one_is_refused(live_db, app_code, share):
+    with pytest.raises(ValueError, match="pass_share"):
+        LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: None, pass_share=share)
+
+
+def test_a_transaction_that_takes_its_snapshot_after_the_commit_runs_the_new_code(live_db, app_code):
+    """Entering the gate before the switch but beginning after the commit, a request sees
+    migrated data: it runs the new code, not the code of the moment it entered."""
+    import livehooks
+
+    app = App(live_db, sys.modules["liveshop"], CommitGate())
+    entered, committed = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def late_beginner():
+        with app.gate.transaction():
+            entered.set()
+            committed.wait(30)
+            tm = transaction.TransactionManager(explicit=True)
+            tm.begin()
+            conn = live_db.open(transaction_manager=tm)
+            account = conn.root()["accounts"]["user3"]
+            code = sys.modules["liveshop"]
+            seen["late"] = (code.VERSION, type(account) is code.Account, account.username)
+            tm.abort()
+            conn.close()
+
+    worker = threading.Thread(target=late_beginner)
+
+    def during():
+        if not entered.is_set():
+            worker.start()
+            entered.wait(10)
+
+    livehooks.during = during
+    LiveUpdater(live_db, app_code.migrations_dir, load_code=lambda: app_code.activate("v2"),
+                gate=app.gate, on_switch=committed.set).upgrade()
+    worker.join(30)
+    assert seen["late"] == (2, True, "user3")

@@ -42,10 +42,10 @@ def test_live_upgrade_under_load_fails_no_request_and_keeps_every_login(release_
             assert http(base, "POST", "/accounts", account)[0] == 201
         load = Load(base, credentials, workers=4).start()
         time.sleep(1.0)
-        started = time.monotonic()
+        started = time.time()  # the load's clock
         status, update = http(base, "POST", "/admin/upgrade", {"release": releases.LATEST},
                               token=TOKEN, timeout=300)
-        ended = time.monotonic()
+        ended = time.time()
         time.sleep(1.0)
         requests = load.stop()
         assert status == 200, update

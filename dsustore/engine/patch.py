@@ -410,7 +410,7 @@ class Patch:
             with timeline.phase("catch-up"):
                 count, since = self._catch_up(passes, user_changed, since)
             caught_up += count
-        with ExitStack() as held:
+        with timeline.phase("writes held"), ExitStack() as held:
             with timeline.phase("hold writes"):
                 if self.commit_gate:
                     held.enter_context(self.commit_gate())

@@ -6,8 +6,10 @@ import classes by name through ``sys.modules``: ZODB unpickles with it, and pick
 checks, when it writes an object, that ``sys.modules[cls.__module__]`` still holds
 that very class. So for each module the new code replaced, ``sys.modules`` holds a
 stand-in that answers with the new module in threads marked as running the update
-and with the old module everywhere else. At the switch the stand-ins give way to
-the new modules; on failure, to the old ones.
+and with the old module everywhere else. At the switch the stand-ins answer with the
+new module, but in the threads still running a transaction begun before it (which
+finish on the code they began with); once the last of those ends, the stand-ins give
+way to the new modules. On failure, they give way to the old ones.
 
 ZODB's conflict resolution keeps one process-wide cache of the classes it has
 looked up; while two versions are loaded, lookups of the versioned modules bypass
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -31,15 +33,15 @@ _here = threading.local()
 class _VersionedModule(ModuleType):
     """Stands in ``sys.modules`` for a module loaded in two versions."""
 
-    def __init__(self, name: str, old: ModuleType, new: ModuleType) -> None:
+    def __init__(self, name: str, old: ModuleType, new: ModuleType, versions: CodeVersions) -> None:
         super().__init__(name)
         for attribute in ("__doc__", "__package__", "__loader__", "__spec__"):
             self.__dict__.pop(attribute, None)  # answered by the version, like everything else
-        self.__dict__["_dsustore_versions"] = (old, new)
+        self.__dict__["_dsustore_versions"] = (old, new, versions)
 
     def __getattr__(self, name: str) -> Any:
-        old, new = self.__dict__["_dsustore_versions"]
-        return getattr(new if getattr(_here, "new", False) else old, name)
+        old, new, versions = self.__dict__["_dsustore_versions"]
+        return getattr(new if versions.sees_new() else old, name)
 
 
 class CodeVersions:
@@ -54,15 +56,20 @@ class CodeVersions:
         self.added = [name for name in sys.modules
                       if name not in saved_modules and name.partition(".")[0] in packages]
         self._undo_lookups: Any = None
+        self._sees_new: Callable[[], bool] | None = None
+        #: whether the update committed (the new code is the process's code)
+        self.switched = False
 
-    def install(self) -> None:
-        """Put the stand-ins in ``sys.modules``: other threads see the old code again."""
+    def install(self, sees_new: Callable[[], bool] | None = None) -> None:
+        """Put the stand-ins in ``sys.modules``: other threads see the old code again --
+        except, once :meth:`switch` is called, those for which ``sees_new()`` is true."""
+        self._sees_new = sees_new
         for name, old in self.old.items():
             new = self.new.get(name)
             if new is None:
                 sys.modules[name] = old  # the new code dropped it; the old code keeps it
             elif isinstance(old, ModuleType) and isinstance(new, ModuleType):
-                sys.modules[name] = _VersionedModule(name, old, new)
+                sys.modules[name] = _VersionedModule(name, old, new, self)
         self._undo_lookups = route_class_lookups(self.old)
 
     @contextmanager
@@ -75,8 +82,23 @@ class CodeVersions:
         finally:
             _here.new = before
 
+    def sees_new(self) -> bool:
+        """Whether the calling thread runs the new code."""
+        if getattr(_here, "new", False):
+            return True
+        sees_new = self._sees_new
+        return sees_new() if sees_new is not None else self.switched
+
     def switch(self) -> None:
-        """The new code for everyone (the update committed)."""
+        """The update committed: the new code is the process's code. Without ``sees_new``
+        (see :meth:`install`) every thread runs it now; with it, the stand-ins stay until
+        :meth:`retire`."""
+        self.switched = True
+        if self._sees_new is None:
+            self.retire()
+
+    def retire(self) -> None:
+        """The new modules in ``sys.modules``: no thread runs the old code any more."""
         for name, new in self.new.items():
             sys.modules[name] = new
         for name in self.old:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class StaleCodeGuard:
         self.refused = 0
         #: how many writes found the barrier held and waited
         self.held = 0
+        #: called with each connection at its transaction boundaries, in its thread (a
+        #: live update matches each transaction's code to its snapshot with it)
+        self.on_boundary: Callable[[Any], None] | None = None
 
     def allow(self, revisions: Iterable[str]) -> None:
         """The code now knows ``revisions`` (after a live update loaded it)."""
@@ -111,6 +114,13 @@ class StaleCodeGuard:
 class _GuardedConnection:
     """Mixed into the database's connection class: checks the guard before writing."""
 
+    def newTransaction(self, transaction: Any = None, sync: bool = True) -> None:  # noqa: N802
+        conn: Any = self
+        super().newTransaction(transaction, sync)  # type: ignore[misc]
+        guard = _guards.get(conn.db())
+        if guard is not None and guard.on_boundary is not None:
+            guard.on_boundary(conn)
+
     def tpc_begin(self, transaction: Any) -> None:
         conn: Any = self
         guard = _guards.get(conn.db())
@@ -140,6 +150,11 @@ def guard_stale_code(db: Any, revisions: Iterable[str]) -> StaleCodeGuard:
                     conn.__class__ = guarded
     _guards[db] = guard
     return guard
+
+
+def guard_of(db: Any) -> StaleCodeGuard | None:
+    """The guard of ``db``'s connections, if it has one."""
+    return _guards.get(db)
 
 
 def known_revisions(migrations_dir: str | Path, head: str | None = None) -> set[str]:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,20 @@ from ..engine import Patch, PatchReport, Progress
 from ..engine.reports import Timeline
 from ..errors import LiveUpdateError
 from ..mop.swap import swap_live_objects
+from ..runtime.history import applied_in, applied_revisions
 from ..runtime.lock import DEFAULT_TTL
 from ..runtime.runner import UpgradeResult, migrate, revision_graph
+from ..storage.connections import is_private
 from .code import CodeVersions
 from .gate import CommitGate
-from .stale import StaleCodeGuard, revisions_in
+from .stale import StaleCodeGuard, guard_of, guard_stale_code, revisions_in
 
 log = logging.getLogger(__name__)
+
+#: the share of the interpreter the migration pass may take from the application's threads
+PASS_SHARE = 0.5
+#: seconds between two hand-overs of the interpreter while the update runs (None: Python's)
+SWITCH_INTERVAL: float | None = 0.001
 
 
 @dataclass
@@ -89,7 +98,11 @@ class LiveUpdater:
         progress: Callable[[Progress], None] | None = None,
         lock_wait: float = 0,
         lock_ttl: float = DEFAULT_TTL,
+        pass_share: float = PASS_SHARE,
+        switch_interval: float | None = SWITCH_INTERVAL,
     ) -> None:
+        if not 0 < pass_share <= 1:
+            raise ValueError("pass_share is a fraction of the interpreter: above 0, at most 1")
         self.db = db
         self.migrations_dir = migrations_dir
         self.load_code = load_code
@@ -99,6 +112,8 @@ class LiveUpdater:
         self.progress = progress
         self.lock_wait = lock_wait
         self.lock_ttl = lock_ttl
+        self.pass_share = pass_share
+        self.switch_interval = switch_interval
         self._running = threading.Lock()
 
     def upgrade(self, target: str = "head") -> LiveUpdateResult:
@@ -114,6 +129,8 @@ class LiveUpdater:
             self._running.release()
 
     def _upgrade(self, target: str) -> LiveUpdateResult:
+        # writes of the old code must wait at the barrier, then be refused or retried
+        guard = self.guard or guard_of(self.db) or guard_stale_code(self.db, applied_revisions(self.db))
         saved_modules = dict(sys.modules)
         saved_path = list(sys.path)
         timeline = Timeline()
@@ -126,7 +143,11 @@ class LiveUpdater:
                 raise LiveUpdateError(
                     f"the new code does not load: {type(err).__name__}: {err}") from err
             versions = CodeVersions(saved_modules, saved_path)
-            versions.install()
+            # the generation of the new code: a transaction runs it once its snapshot
+            # holds the migrated data (see _Matching), and every one that begins after
+            # the switch
+            new_generation = self.gate.generation + 1
+            versions.install(lambda: _runs_new(self.gate, new_generation, versions.switched))
         load_pause = self.gate.last_closed
         log.info("live update: new code loaded (%d modules replaced); migrating", len(versions.old))
         committed = False
@@ -138,42 +159,114 @@ class LiveUpdater:
             committed = True
             if report is not None:
                 reports.append(report)
+            generation = self.gate.advance()
             versions.switch()
-            if self.guard is not None:
-                self.guard.allow(known)
+            guard.allow(known)
             if self.on_switch is not None:
                 self.on_switch()
 
+            def retire() -> None:
+                versions.retire()
+                guard.on_boundary = None
+
+            self.gate.when_retired(generation, retire)
+
         def configure(patch: Patch) -> None:
-            patch.commit_gate = self.gate.closed
             patch.isolated_caches = True  # the application's threads run the old code meanwhile
             patch.after_commit(switch)
 
+        guard.on_boundary = _Matching(self.gate, new_generation, lambda: known)
         try:
-            with versions.new_code_here():
+            with versions.new_code_here(), _interpreter_shared(self.switch_interval):
                 graph = revision_graph(self.migrations_dir)
                 # worked out now: the switch runs while the application is held
                 head = None if target in ("head", "heads") else target
                 known = revisions_in(graph, head)
                 result = migrate(self.db, self.migrations_dir, "upgrade", target, graph=graph,
                                  lock_wait=self.lock_wait, lock_ttl=self.lock_ttl,
-                                 transaction_per_migration=False, progress=self.progress,
+                                 transaction_per_migration=False,
+                                 progress=_Pacer(self.pass_share, self.progress),
                                  on_conflict="retry", configure=configure)
                 if not committed:  # nothing to migrate: switch to the new code all the same
-                    with self.gate.closed():
-                        switch(None, None)
-                        swap_live_objects(self.db)
+                    swap_live_objects(self.db)
+                    switch(None, None)
         except BaseException:
             if not committed:
+                guard.on_boundary = None
                 versions.rollback()
                 log.exception("live update failed; the process continues on the old code and data")
             raise
         for report in reports:
             timeline.extend(report.phases)
+        commit_pause = sum(phase.duration for phase in timeline if phase.name == "writes held")
         log.info("live update done: %d migration(s); application held %.3fs to load code, "
-                 "%.3fs to commit", len(result.migrations), load_pause, self.gate.last_closed)
+                 "writes held %.3fs at the commit", len(result.migrations), load_pause, commit_pause)
         return LiveUpdateResult(result, switched=True, load_pause=load_pause,
-                                commit_pause=self.gate.last_closed, phases=timeline)
+                                commit_pause=commit_pause, phases=timeline)
+
+
+class _Pacer:
+    """A progress callback that keeps the pass to ``share`` of the interpreter: after each
+    batch it sleeps (holding nothing) for as long as the request threads are owed."""
+
+    def __init__(self, share: float, progress: Callable[[Progress], None] | None) -> None:
+        self.share = share
+        self.progress = progress
+        self._last: float | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if self._last is not None and self.share < 1:
+            time.sleep((now - self._last) * (1 - self.share) / self.share)
+        self._last = time.monotonic()
+        if self.progress is not None:
+            self.progress(progress)
+
+
+@contextmanager
+def _interpreter_shared(interval: float | None) -> Iterator[None]:
+    """Hand the interpreter between threads every ``interval`` seconds for the block, so a
+    request thread waits less for the pass to let go of it (Python's default is 5 ms)."""
+    if interval is None:
+        yield
+        return
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, before))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _runs_new(gate: CommitGate, target: int, switched: bool) -> bool:
+    """Whether the calling thread runs the new code: its transaction is of the new
+    generation, or it runs none and the process has switched."""
+    mine = gate.thread_generation()
+    return switched if mine is None else mine >= target
+
+
+class _Matching:
+    """At each transaction boundary of a connection while a live update switches: the
+    thread's transaction runs the code that matches the data its snapshot holds.
+
+    A transaction may enter the gate before the switch and take its snapshot (begin)
+    after the commit: it then sees migrated data, and must run the new code.
+    """
+
+    def __init__(self, gate: CommitGate, target: int, revisions: Callable[[], set[str]]) -> None:
+        self.gate = gate
+        self.target = target
+        self.revisions = revisions
+
+    def __call__(self, conn: Any) -> None:
+        if not is_private(conn):
+            self.gate.settle_thread(lambda mine: self._decide(mine, conn))
+
+    def _decide(self, mine: int, conn: Any) -> int | None:
+        revisions = self.revisions()
+        if mine < self.target and revisions and revisions <= applied_in(conn):
+            return self.target
+        return None
 
 
 __all__ = ["LiveUpdateResult", "LiveUpdater"]

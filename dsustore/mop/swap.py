@@ -67,24 +67,33 @@ class SwappingReader(ObjectReader):
 
 class ClassPlan:
     """Which class each class found in a cache becomes: the code's class of the same
-    name, or of the name a rename gives it. Worked out once per class, shared by every
-    connection of the process."""
+    name, or of the name a rename gives it.
+
+    Worked out, for the classes the caches hold, by the thread that committed (which
+    runs the new code), and shared by every connection of the process; a class
+    loaded since is looked up by the thread that meets it.
+    """
 
     def __init__(self, renames: Mapping[str, str] | None = None) -> None:
         self.renames = dict(renames or {})
         self._targets: dict[type, type | None] = {}
+
+    def prepare(self, classes: set[type]) -> None:
+        """Work out the targets of ``classes`` now."""
+        for klass in classes:
+            self._targets[klass] = self._lookup(klass)
 
     def target(self, klass: type) -> type | None:
         """The class ``klass``'s instances take, or None when they keep it."""
         try:
             return self._targets[klass]
         except KeyError:
-            pass
+            return self._lookup(klass)
+
+    def _lookup(self, klass: type) -> type | None:
         name = f"{klass.__module__}.{klass.__qualname__}"
         found = resolve(self.renames.get(name, name))
-        target = found if found is not None and found is not klass else None
-        self._targets[klass] = target
-        return target
+        return found if found is not None and found is not klass else None
 
 
 def swap_cached_objects(conn: Any, plan: ClassPlan) -> int:
@@ -125,6 +134,7 @@ def swap_live_objects(db: Any, renames: Mapping[str, str] | None = None) -> int:
     """
     plan = ClassPlan(renames)
     connections, _idle = pooled_connections(db)
+    plan.prepare({type(obj) for conn in connections for _oid, obj in cache_of(conn).items()})
     for conn in connections:
         if not isinstance(reader_of(conn), SwappingReader):
             set_reader(conn, SwappingReader(conn, cache_of(conn), db.classFactory))

@@ -25,6 +25,12 @@ from ..storage.connections import private_connection, reading
 from ..storage.transactions import mark
 
 
+def applied_in(conn: Any) -> set[str]:
+    """The revisions applied in the snapshot an open connection sees."""
+    bk = bookkeeping(conn.root())
+    return set(bk.applied.keys()) if bk is not None else set()
+
+
 def applied_revisions(db: Any) -> set[str]:
     """The revisions recorded as applied, read through a fresh connection."""
     with reading(db) as root:

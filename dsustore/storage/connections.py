@@ -12,6 +12,7 @@ installed ZODB.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -27,6 +28,7 @@ def private_connection(db: Any, *, at: bytes | None = None) -> Iterator[tuple[An
     With ``at``, a historical connection seeing the database as of that transaction.
     """
     tm = transaction_module.TransactionManager(explicit=True)
+    _private.add(tm)
     tm.begin()
     conn = db.open(transaction_manager=tm, at=at) if at is not None else \
         db.open(transaction_manager=tm)
@@ -35,6 +37,15 @@ def private_connection(db: Any, *, at: bytes | None = None) -> Iterator[tuple[An
     finally:
         abort_quietly(tm)
         conn.close()
+
+
+_private: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def is_private(conn: Any) -> bool:
+    """Whether ``conn`` is one of dsustore's own short-lived connections (not the
+    application's)."""
+    return conn.transaction_manager in _private
 
 
 @contextmanager
