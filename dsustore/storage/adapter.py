@@ -182,9 +182,11 @@ class StorageAdapter:
     def streaming_store(self, upto: bytes | None = None) -> Any:
         """What stores the records of a large commit in bulk, where storing each on its own
         costs a message or a lock (``store``, ``flush(transaction)`` once all are stored,
-        ``finish()`` as the transaction finishes); None where the storage's own ``store``
-        is the way. ``upto``: the caller vouches that every record's serial is its
-        object's committed tid as of that transaction, unless written after it."""
+        ``finish()`` as the transaction finishes; where it takes a staged commit,
+        ``copy_staged`` first, see :meth:`stage_commit`, and ``give_back()`` after the
+        vote and before an abort); None where the storage's own ``store`` is the way.
+        ``upto``: the caller vouches that every record's serial is its object's committed
+        tid as of that transaction, unless written after it."""
         return None
 
     def stage_commit(self, source: Any, upto: bytes) -> Any:

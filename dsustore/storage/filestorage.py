@@ -549,7 +549,7 @@ class TransactionAppender:
         when the staged records no longer apply, or the transaction holds records
         already: then nothing was put in.
 
-        The staged file becomes the transaction's file until the vote (:meth:`restore`):
+        The staged file becomes the transaction's file until the vote (:meth:`give_back`):
         the records get their tid and transaction position in place, a chunk at a time,
         pulled together over the ones left out, and the storage's vote copies them from
         there -- not copied first into the storage's own file, whose pages the system
@@ -584,7 +584,7 @@ class TransactionAppender:
             self._max_oid = staged.max_oid
         return again
 
-    def restore(self) -> None:
+    def give_back(self) -> None:
         """Give the storage its own transaction file back, if the staged file stood in for
         it: after the vote copied it, or before the transaction is aborted (while the
         transaction still holds the storage's commit lock)."""

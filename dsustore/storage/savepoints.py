@@ -377,8 +377,8 @@ def _record_store(instance: Any, count: int, upto: bytes | None
         return finish(transaction, invalidate_all)
 
     instance.tpc_finish = tpc_finish
-    restore = getattr(streaming, "restore", None)
-    if restore is not None:  # what the streaming store lent the storage comes back
+    give_back = getattr(streaming, "give_back", None)
+    if give_back is not None:  # what the streaming store lent the storage comes back
         vote, abort = instance.tpc_vote, instance.tpc_abort
 
         def tpc_vote(transaction: Any) -> Any:
@@ -386,11 +386,11 @@ def _record_store(instance: Any, count: int, upto: bytes | None
             try:
                 return vote(transaction)
             finally:
-                restore()
+                give_back()
 
         def tpc_abort(transaction: Any) -> Any:
             _unhook(instance)
-            restore()  # before the storage's commit lock is let go
+            give_back()  # before the storage's commit lock is let go
             return abort(transaction)
 
         instance.tpc_vote, instance.tpc_abort = tpc_vote, tpc_abort
