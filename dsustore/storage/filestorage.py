@@ -10,6 +10,7 @@ here is ZODB's documented FileStorage format (``ZODB.FileStorage.format``).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -574,11 +575,12 @@ class TransactionAppender:
         try:
             self._offset = staged.copy(file, write_back, self._tid, self._tloc, left_out)
             file.seek(self._offset)
+            lent = io.BufferedRandom(file)  # buffered from here on, as the storage's own is
         except BaseException:
             file.close()
             raise
         with fs._lock:
-            self._own_tfile, fs._tfile = fs._tfile, file
+            self._own_tfile, fs._tfile = fs._tfile, lent
         self._staged = (staged, staged.positions(self._base, left_out))
         if staged.max_oid > self._max_oid:
             self._max_oid = staged.max_oid
