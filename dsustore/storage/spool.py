@@ -8,12 +8,15 @@ stages read the database as of the same transaction).
 
 from __future__ import annotations
 
+import logging
 import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
 from .adapter import Record
+
+log = logging.getLogger(__name__)
 
 
 class ScanSpool:
@@ -61,4 +64,7 @@ def close_apart(*closes: Callable[[], object]) -> None:
 
 def _call_all(calls: tuple[Callable[[], object], ...]) -> None:
     for call in calls:
-        call()
+        try:
+            call()
+        except Exception:  # a temporary file that would not close: nothing to undo
+            log.warning("could not close a temporary file", exc_info=True)
