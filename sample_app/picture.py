@@ -17,7 +17,7 @@ from typing import Any
 WIDTH, PANEL, MARGIN = 1100, 300, 60
 COLOURS = {"login": "#1f77b4", "order": "#2ca02c", "read": "#9467bd", "failed": "#d62728"}
 PHASE_COLOURS = {"load new code": "#ffbf00", "pass": "#c7dcef", "catch-up": "#fdd0a2",
-                 "writes held": "#f4a6a6", "swap": "#b39ddb"}
+                 "stage commit": "#c7e9c0", "writes held": "#f4a6a6", "swap": "#b39ddb"}
 
 
 @dataclass(frozen=True)

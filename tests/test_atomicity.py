@@ -110,6 +110,28 @@ CHILD = textwrap.dedent(
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
+    if point.startswith("staged-"):  # a commit staged before writes are held
+        import dsustore.engine.patch, dsustore.storage.filestorage, dsustore.storage.savepoints
+        point = point[len("staged-"):]
+        dsustore.storage.savepoints.FULL_INVALIDATION_AT = 1
+        stage_commit = dsustore.engine.patch.stage_commit
+
+        def staging(conn, upto):
+            assert stage_commit(conn, upto)
+            if point == "after-staging":
+                die()
+            return True
+
+        dsustore.engine.patch.stage_commit = staging
+        pwrite_all = dsustore.storage.filestorage._pwrite_all
+
+        def writing_in_place(*args):
+            pwrite_all(*args)
+            if point == "mid-copy":
+                die()
+
+        dsustore.storage.filestorage._pwrite_all = writing_in_place
+
     class DyingStorage(FileStorage):
         def tpc_vote(self, transaction):
             result = super().tpc_vote(transaction)
@@ -183,7 +205,9 @@ def _run_child(tmp_path: Path, path: Path, point: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("point", ["mid-pass", "validation", "after-vote", "before-finish"])
+@pytest.mark.parametrize("point", ["mid-pass", "validation", "after-vote", "before-finish",
+                                   "staged-after-staging", "staged-mid-copy", "staged-after-vote",
+                                   "staged-before-finish"])
 def test_sigkill_at_any_point_leaves_the_file_storage_unchanged(tmp_path, point):
     """A process killed with SIGKILL during the update leaves the FileStorage exactly as before."""
     path = _populated_file(tmp_path)

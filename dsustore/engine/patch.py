@@ -57,7 +57,7 @@ from ..storage.connections import (
     reset_cache,
     savepoint_store,
 )
-from ..storage.savepoints import release, use_appending_savepoints
+from ..storage.savepoints import release, stage_commit, use_appending_savepoints
 from ..storage.spool import ScanSpool
 from ..storage.transactions import mark
 from .capacity import check_lock_capacity
@@ -416,6 +416,12 @@ class Patch:
              host=socket.gethostname(), pid=os.getpid())
         caught_up, since = self._catch_up_while_running(passes, user_changed)
         timeline = self._timeline
+        with timeline.phase("stage commit"):  # what can be prepared before writes are held
+            staged = stage_commit(conn, since)
+        if staged:  # what others committed while it was staged
+            with timeline.phase("catch-up"):
+                count, since = self._catch_up(passes, user_changed, since)
+            caught_up += count
         with timeline.phase("writes held"), ExitStack() as held:
             with timeline.phase("hold writes"):
                 if self.commit_gate:

@@ -182,9 +182,21 @@ class StorageAdapter:
     def streaming_store(self, upto: bytes | None = None) -> Any:
         """What stores the records of a large commit in bulk, where storing each on its own
         costs a message or a lock (``store``, ``flush(transaction)`` once all are stored,
-        ``finish()`` as the transaction finishes); None where the storage's own ``store``
-        is the way. ``upto``: the caller vouches that every record's serial is its
-        object's committed tid as of that transaction, unless written after it."""
+        ``finish()`` as the transaction finishes; where it takes a staged commit,
+        ``copy_staged`` first, see :meth:`stage_commit`, and ``give_back()`` after the
+        vote and before an abort); None where the storage's own ``store`` is the way.
+        ``upto``: the caller vouches that every record's serial is its object's committed
+        tid as of that transaction, unless written after it."""
+        return None
+
+    def stage_commit(self, source: Any, upto: bytes) -> Any:
+        """Prepare ahead, while the application still writes, what a large commit of the
+        records ``source`` holds (a patch's savepoint storage) copies into the storage,
+        so that the commit itself, inside the moment writes are held, does little per
+        record; None where the storage has no such way (the commit then streams or stores
+        each record). The commit hands the result to :meth:`streaming_store`'s
+        ``copy_staged``. ``upto``: every record is migrated from its object's state as of
+        that committed transaction, or later."""
         return None
 
     # -- reading ------------------------------------------------------------------

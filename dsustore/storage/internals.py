@@ -37,6 +37,7 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("connection", "_creating", "objects a flush created"),
     Internal("connection", "_commit", "flush changed objects without a savepoint"),
     Internal("connection", "_readCurrent", "objects a commit will lock (lock capacity)"),
+    Internal("connection", "_modified", "cached objects a streamed commit updates, or drops on abort"),
     Internal("connection", "_storage", "the savepoint storage; other ways to load"),
     Internal("connection", "_normal_storage", "the connection's MVCC view of the storage"),
     Internal("connection", "_savepoint_storage", "the appending savepoint storage"),
@@ -74,7 +75,8 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("filestorage", "_ltid", "the last committed transaction"),
     Internal("filestorage", "_transaction", "store a committing transaction's records in chunks"),
     Internal("filestorage", "_quota", "store in chunks only where no quota is checked"),
-    Internal("filestorage", "_tfile", "the committing transaction's records, written in chunks"),
+    Internal("filestorage", "_tfile", "the committing transaction's records, written in chunks, "
+             "or a staged commit's file standing in for it until the vote"),
     Internal("filestorage", "_tindex", "where each record of the committing transaction lies"),
     Internal("committing_filestorage", "_thl", "the committing transaction's header length"),
     Internal("filestorage", "_tid", "the committing transaction's tid, in each record header"),

@@ -23,10 +23,12 @@ from ZODB.POSException import ConflictError
 from ZODB.utils import p64, u64
 
 from . import adapter_for
+from .spool import close_apart
 
 _BLOB_KEY = b"ZODB.blob\nBlob"
 _HEADER = struct.Struct(">Q8s8sQ")  # oid length, oid, serial, data length
 _CHUNK = 1 << 20  # how much the store writes, and its drain reads, at once
+_CLOSE_APART = 1 << 24  # a savepoint file this large is closed in another thread
 
 
 class AppendingTmpStore(TmpStore):
@@ -50,6 +52,11 @@ class AppendingTmpStore(TmpStore):
         #: where the object was not written after it (a patch sets it when it has caught
         #: up): the commit checks serials only for objects written later
         self.serials_upto: bytes | None = None
+        #: the commit the storage's adapter prepared from the records before ``staged_end``
+        #: (:func:`stage_commit`), and the positions of those records stored again since
+        self.staged: Any = None
+        self.staged_end = 0
+        self.restaged: list[int] = []
 
     def _write_pending(self) -> None:
         """Write the stored records the file does not have yet, where they belong."""
@@ -85,6 +92,8 @@ class AppendingTmpStore(TmpStore):
         previous = index.get(oid)
         if previous is not None:
             self.superseded.add(previous)
+            if previous < self.staged_end:
+                self.restaged.append(previous)
         index[oid] = position = self.position
         self.position = position + size
         if self._pending_size >= _CHUNK:
@@ -102,17 +111,42 @@ class AppendingTmpStore(TmpStore):
         records it had replaced are current again."""
         self._write_pending()
         self._at_end = False
+        self.unstage()  # the staged records may be current again, or gone
         super().reset(position, index, creating)
         live = set(self.index.values())
         self.superseded = {at for at in self.superseded if at < position and at not in live}
 
     def read_at(self, position: int) -> tuple[bytes, bytes]:
         """(data, serial) of the record written at ``position``."""
+        _oid, serial, data = self.record_at(position)
+        return data, serial
+
+    def record_at(self, position: int) -> tuple[bytes, bytes, bytes]:
+        """(oid, serial, data) of the record written at ``position``."""
         self._write_pending()
         self._at_end = False
         self._file.seek(position)
-        _oid, serial, data = _read_record(self._file.read)
-        return data, serial
+        return _read_record(self._file.read)
+
+    def unstage(self) -> None:
+        """Forget the staged commit, if any (the commit then stores every record)."""
+        staged, self.staged = self.staged, None
+        self.staged_end, self.restaged = 0, []
+        if staged is not None:
+            staged.close()
+
+    def close(self) -> None:
+        """Close the file, and the staged commit's: large ones in another thread, as
+        freeing their pages takes a while that nothing needs to wait for (the files have
+        no name; the process's end removes them all the same)."""
+        staged, self.staged = self.staged, None
+        self.staged_end, self.restaged = 0, []
+        closes = [super().close] + ([staged.close] if staged is not None else [])
+        if self.position < _CLOSE_APART:
+            for close in closes:
+                close()
+            return
+        close_apart(*closes)
 
     def frozen(self) -> FrozenStore:
         """What this store holds now, readable later even after more is appended."""
@@ -123,20 +157,30 @@ class AppendingTmpStore(TmpStore):
 
         The index is dropped first: the storage builds its own index of the
         transaction from these records, and holding both at once would double
-        the memory a large update needs at its commit. The file is read
-        sequentially, a chunk at a time, skipping the records a later store replaced.
+        the memory a large update needs at its commit.
         """
+        records = self.latest()
+        self.index = {}
+        for _position, oid, serial, data in records:
+            yield oid, serial, data
+
+    def latest(self, start: int = 0) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """(position, oid, serial, data) of the records from ``start`` on that no later
+        store replaced, in file order: the file is read sequentially, a chunk at a time.
+        Nothing may be stored or read while this runs."""
         self._write_pending()
         self._file.flush()
         self._at_end = False
-        end, superseded = self.position, self.superseded
-        self.index = {}
+        return self._latest(start, self.position, self.superseded)
+
+    def _latest(self, start: int, end: int,
+                superseded: set[int]) -> Iterator[tuple[int, bytes, bytes, bytes]]:
         file = self._file
-        file.seek(0)
+        file.seek(start)
         unpack_from, header_size = _HEADER.unpack_from, _HEADER.size
         buffer = b""
         offset = 0  # of the buffer's next record
-        position = 0  # in the file
+        position = start  # in the file
         while position < end:
             if len(buffer) - offset < header_size:
                 buffer = buffer[offset:] + file.read(_CHUNK)
@@ -157,7 +201,7 @@ class AppendingTmpStore(TmpStore):
                 data = buffer[offset + header_size:offset + size]
                 offset += size
             if position not in superseded:
-                yield oid, serial, data
+                yield position, oid, serial, data
             position += size
 
 
@@ -208,15 +252,32 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
         conn._savepoint_storage = None
         try:
             conn._creating.update(src.creating)
-            store_record, stored = _record_store(conn._storage, len(src.index), src.serials_upto)
+            store_record, stored, streaming = _record_store(conn._storage, len(src.index),
+                                                            src.serials_upto)
             cache = conn._cache
             modified = conn._modified
             read_current = conn._readCurrent
-            for oid, serial, data in src.drain():
-                if cache.get(oid) is not None:  # its serial is updated, or it is dropped on abort
-                    modified.append(oid)
-                store_record(oid, serial, data, "", transaction)
-                read_current.pop(oid, None)
+            again = None
+            copy_staged = getattr(streaming, "copy_staged", None)
+            if src.staged is not None and copy_staged is not None:
+                again = copy_staged(src.staged, src.restaged, src.index)
+            if again is None:
+                for oid, serial, data in src.drain():
+                    if cache.get(oid) is not None:  # its serial is updated, or it is dropped on abort
+                        modified.append(oid)
+                    store_record(oid, serial, data, "", transaction)
+                    read_current.pop(oid, None)
+            else:  # the staged records are in: the ones stored since, or committed over since
+                index = src.index
+                modified.extend(_cached(cache, index))
+                for oid in [oid for oid in read_current if oid in index]:
+                    del read_current[oid]
+                src.index = {}
+                for _position, oid, serial, data in src.latest(src.staged_end):
+                    store_record(oid, serial, data, "", transaction)
+                for position in again:
+                    oid, serial, data = src.record_at(position)
+                    store_record(oid, serial, data, "", transaction)
             stored(transaction)
         finally:
             src.close()
@@ -245,8 +306,41 @@ def use_appending_savepoints(conn: Connection) -> AppendingTmpStore:
     return store
 
 
-def _record_store(instance: Any, count: int,
-                  upto: bytes | None) -> tuple[Callable[..., Any], Callable[[Any], None]]:
+def stage_commit(conn: Connection, upto: bytes) -> bool:
+    """Prepare, while the application still writes, the commit of what ``conn``'s savepoint
+    storage holds now; whether its storage's adapter did (see
+    :meth:`~.adapter.StorageAdapter.stage_commit`).
+
+    ``upto``: every record is migrated from its object's state as of that committed
+    transaction, or later. What is stored after this, and records whose object another
+    transaction commits after ``upto``, the commit stores one by one as before; anything
+    that makes the staged records unusable (a rollback to a savepoint, blobs) drops them.
+    Only a commit that would stream its records (:data:`FULL_INVALIDATION_AT`) is staged.
+    """
+    src = conn._savepoint_storage
+    instance = conn._normal_storage
+    if not isinstance(src, AppendingTmpStore) or src.has_blobs \
+            or len(src.index) < FULL_INVALIDATION_AT \
+            or not isinstance(instance, MVCCAdapterInstance):
+        return False
+    src.unstage()
+    staged = adapter_for(instance._storage).stage_commit(src, upto)
+    if staged is None:
+        return False
+    src.staged, src.staged_end = staged, staged.end
+    return True
+
+
+def _cached(cache: Any, oids: dict[bytes, int]) -> list[bytes]:
+    """The oids among ``oids`` that ``cache`` holds, looking through the smaller of the two."""
+    if len(cache) < len(oids):
+        return [oid for oid, _obj in cache.items() if oid in oids]
+    get = cache.get
+    return [oid for oid in oids if get(oid) is not None]
+
+
+def _record_store(instance: Any, count: int, upto: bytes | None
+                  ) -> tuple[Callable[..., Any], Callable[[Any], None], Any]:
     """Where a large commit stores its records, so that memory does not grow per record
     twice and storing costs little per record; and what to call once every record is
     stored (before the vote).
@@ -259,10 +353,11 @@ def _record_store(instance: Any, count: int,
     what changed (a ZEO reconnect). A storage whose adapter streams a large commit
     in bulk gets its records that way (ZEO: one message a record otherwise;
     FileStorage, when the patch vouches for the serials as of ``upto``: a chunk at a
-    time). Smaller commits keep the precise path.
+    time). Smaller commits keep the precise path. The third value is the streaming
+    store, where there is one (it may take staged records: :func:`stage_commit`).
     """
     if count < FULL_INVALIDATION_AT or not isinstance(instance, MVCCAdapterInstance):
-        return instance.store, _stored
+        return instance.store, _stored, None
     finish = instance.tpc_finish
     storage = instance._storage
     streaming = adapter_for(storage).streaming_store(upto)
@@ -278,13 +373,36 @@ def _record_store(instance: Any, count: int,
                 other._invalidateCache()
             func(tid)
 
-        instance.__dict__.pop("tpc_finish", None)
+        _unhook(instance)
         return finish(transaction, invalidate_all)
 
     instance.tpc_finish = tpc_finish
+    give_back = getattr(streaming, "give_back", None)
+    if give_back is not None:  # what the streaming store lent the storage comes back
+        vote, abort = instance.tpc_vote, instance.tpc_abort
+
+        def tpc_vote(transaction: Any) -> Any:
+            instance.__dict__.pop("tpc_vote", None)
+            try:
+                return vote(transaction)
+            finally:
+                give_back()
+
+        def tpc_abort(transaction: Any) -> Any:
+            _unhook(instance)
+            give_back()  # before the storage's commit lock is let go
+            return abort(transaction)
+
+        instance.tpc_vote, instance.tpc_abort = tpc_vote, tpc_abort
     if streaming is not None:
-        return streaming.store, streaming.flush
-    return storage.store, _stored
+        return streaming.store, streaming.flush, streaming
+    return storage.store, _stored, None
+
+
+def _unhook(instance: Any) -> None:
+    """The storage instance's own two-phase commit methods, back."""
+    for name in ("tpc_vote", "tpc_abort", "tpc_finish"):
+        instance.__dict__.pop(name, None)
 
 
 def _stored(transaction: Any) -> None:
@@ -295,4 +413,5 @@ def release(conn: Connection) -> None:
     """Give a pooled connection back its ordinary savepoint commit."""
     conn.__dict__.pop("_commit_savepoint", None)
     conn.__dict__.pop("commit", None)
-    getattr(conn._normal_storage, "__dict__", {}).pop("tpc_finish", None)  # if it never finished
+    if isinstance(conn._normal_storage, MVCCAdapterInstance):  # if it never finished
+        _unhook(conn._normal_storage)

@@ -8,11 +8,15 @@ stages read the database as of the same transaction).
 
 from __future__ import annotations
 
+import logging
 import struct
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 from .adapter import Record
+
+log = logging.getLogger(__name__)
 
 
 class ScanSpool:
@@ -48,3 +52,19 @@ class ScanSpool:
 
     def close(self) -> None:
         self._file.close()
+
+
+def close_apart(*closes: Callable[[], object]) -> None:
+    """Call ``closes`` in another thread: closing a large temporary file frees its pages,
+    which takes a while nothing needs to wait for (the file has no name; the process's
+    end removes it all the same)."""
+    threading.Thread(target=_call_all, args=(closes,), daemon=True,
+                     name="dsustore: closing temporary files").start()
+
+
+def _call_all(calls: tuple[Callable[[], object], ...]) -> None:
+    for call in calls:
+        try:
+            call()
+        except Exception:  # a temporary file that would not close: nothing to undo
+            log.warning("could not close a temporary file", exc_info=True)
