@@ -21,13 +21,12 @@ runs; the ratios are the targets.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchrun import measure_in_child
 
 HERE = Path(__file__).resolve().parent
 BATCH = 50_000
@@ -162,16 +161,7 @@ def build(path: Path, n: int) -> None:
 
 
 def measure(path: Path, what: str) -> dict:
-    copy = path.with_name(f"{what}.fs")
-    shutil.copy(path, copy)
-    child = CHILD.format(here=str(HERE))
-    out = subprocess.run([sys.executable, "-c", child, str(copy), what],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"{what} failed:\n{out.stderr}")
-    for suffix in ("", ".index", ".lock", ".tmp"):
-        Path(str(copy) + suffix).unlink(missing_ok=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure_in_child(path, what, CHILD.format(here=str(HERE)))
 
 
 def run(n: int) -> None:

@@ -27,13 +27,12 @@ in one run, are the targets. zodbupdate is installed with ``pip install zodbupda
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchrun import measure_in_child
 
 HERE = Path(__file__).resolve().parent
 BATCH = 50_000
@@ -152,16 +151,7 @@ def build(path: Path, n: int) -> None:
 
 
 def measure(path: Path, what: str) -> dict:
-    copy = path.with_name(f"{what}.fs")
-    shutil.copy(path, copy)
-    child = CHILD.format(here=str(HERE), old=OLD, new=NEW)
-    out = subprocess.run([sys.executable, "-c", child, str(copy), what],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"{what} failed:\n{out.stderr}")
-    for suffix in ("", ".index", ".lock", ".tmp", ".old"):
-        Path(str(copy) + suffix).unlink(missing_ok=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure_in_child(path, what, CHILD.format(here=str(HERE), old=OLD, new=NEW))
 
 
 def run(n: int, kinds: tuple[str, ...]) -> None:
