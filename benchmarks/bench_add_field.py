@@ -139,16 +139,13 @@ print(json.dumps({{"count": count, "seconds": elapsed, "rss_mib": rss_mib()}}))
 """
 
 
-def build(path: Path, n: int) -> None:
-    sys.path.insert(0, str(HERE))
+def fill(db: object, n: int) -> None:
+    """Store ``n`` Items in an IOBTree under the root of ``db``, a batch per transaction."""
     import transaction
-    import ZODB
     from benchitems import Item
     from BTrees.IOBTree import IOBTree
-    from ZODB.FileStorage import FileStorage
 
-    db = ZODB.DB(FileStorage(str(path)), cache_size=1000)
-    conn = db.open()
+    conn = db.open()  # type: ignore[attr-defined]
     conn.root()["items"] = items = IOBTree()
     for start in range(0, n, BATCH):
         for i in range(start, min(n, start + BATCH)):
@@ -156,6 +153,15 @@ def build(path: Path, n: int) -> None:
         transaction.commit()
         conn.cacheMinimize()
     conn.close()
+
+
+def build(path: Path, n: int) -> None:
+    sys.path.insert(0, str(HERE))
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+
+    db = ZODB.DB(FileStorage(str(path)), cache_size=1000)
+    fill(db, n)
     db.pack()
     db.close()
 

@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
 sys.path[:0] = [str(HERE), str(TESTS)]
 
-from bench_add_field import BATCH, build  # noqa: E402
+from bench_add_field import build, fill  # noqa: E402
 from servers import PostgresServer, ZEOServer  # noqa: E402
 
 KINDS = ("zeo", "relstorage-hp", "relstorage-hf")
@@ -184,10 +184,7 @@ def bench_zeo(built: Path, folder: Path) -> dict[str, dict]:
 
 def bench_relstorage(n: int, pg: PostgresServer, keep_history: bool,
                      built_fs: Path) -> dict[str, dict]:
-    import transaction
     import ZODB
-    from benchitems import Item
-    from BTrees.IOBTree import IOBTree
 
     from dsustore import open_db
 
@@ -200,14 +197,7 @@ def bench_relstorage(n: int, pg: PostgresServer, keep_history: bool,
                 f"?keep_history={'true' if keep_history else 'false'}")
 
     db = open_db(uri(built))
-    conn = db.open()
-    conn.root()["items"] = items = IOBTree()
-    for start in range(0, n, BATCH):
-        for i in range(start, min(n, start + BATCH)):
-            items[i] = Item(i)
-        transaction.commit()
-        conn.cacheMinimize()
-    conn.close()
+    fill(db, n)
     db.close()
     assert isinstance(db, ZODB.DB)
     results = {}

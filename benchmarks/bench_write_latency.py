@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
 sys.path[:0] = [str(HERE), str(TESTS)]
 
-from bench_add_field import BATCH, build  # noqa: E402
+from bench_add_field import build, fill  # noqa: E402
 from bench_backends import CopiedZEOServer  # noqa: E402
 from servers import PostgresServer  # noqa: E402
 
@@ -208,23 +208,13 @@ def run(n: int, kinds: list[str]) -> None:
 
 
 def _relstorage(pg: PostgresServer, n: int) -> str:
-    import transaction
-    from benchitems import Item
-    from BTrees.IOBTree import IOBTree
 
     from dsustore import open_db
 
     pg.create_database("latency")
     uri = f"postgresql://{pg.superuser}@{pg.host}:{pg.port}/latency?keep_history=true"
     db = open_db(uri, create=True)
-    conn = db.open()
-    conn.root()["items"] = items = IOBTree()
-    for start in range(0, n, BATCH):
-        for i in range(start, min(n, start + BATCH)):
-            items[i] = Item(i)
-        transaction.commit()
-        conn.cacheMinimize()
-    conn.close()
+    fill(db, n)
     db.close()
     return uri
 
