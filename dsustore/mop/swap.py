@@ -133,12 +133,17 @@ def swap_live_objects(db: Any, renames: Mapping[str, str] | None = None) -> int:
     many connections will swap.
     """
     plan = ClassPlan(renames)
-    connections, _idle = pooled_connections(db)
+    connections = pooled_connections(db)
     plan.prepare({type(obj) for conn in connections for _oid, obj in cache_of(conn).items()})
+
+    def swap_once(conn: Any) -> bool:
+        swap_cached_objects(conn, plan)
+        return True  # done: later boundaries have nothing of this commit to swap
+
     for conn in connections:
         if not isinstance(reader_of(conn), SwappingReader):
             set_reader(conn, SwappingReader(conn, cache_of(conn), db.classFactory))
-        at_transaction_boundary(conn, lambda conn: swap_cached_objects(conn, plan) >= 0)
+        at_transaction_boundary(conn, swap_once)
     return len(connections)
 
 

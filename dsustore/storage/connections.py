@@ -195,9 +195,9 @@ def set_reader(conn: Any, reader: Any) -> None:
     conn._reader = reader
 
 
-def pooled_connections(db: Any) -> tuple[list[Any], set[int]]:
-    """Every open or pooled connection of ``db``, and the ids of the idle (pooled) ones."""
-    return list(db.pool.all), {id(conn) for _, conn in db.pool.available}
+def pooled_connections(db: Any) -> list[Any]:
+    """Every open or pooled connection of ``db``."""
+    return list(db.pool.all)
 
 
 # -- other ways to load --------------------------------------------------------------
